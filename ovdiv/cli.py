@@ -1,0 +1,224 @@
+"""The ``ovdiv`` command line.
+
+Each command only parses its options, builds a config, calls ONE library function and renders the
+result. No logic lives here. User errors (:class:`ovdiv.errors.OvdivError`) become one red line on
+stderr and exit code 2 (``-v`` shows the traceback too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from ovdiv.errors import NotAvailableError, OvdivError
+from ovdiv.types import Progress as ProgressEvent
+from ovdiv.types import ProgressCallback
+from ovdiv.versions import __version__
+
+console = Console()
+err_console = Console(stderr=True)
+log = logging.getLogger("ovdiv")
+
+
+# ----------------------------------------------------------------------------------------------
+# shared plumbing
+# ----------------------------------------------------------------------------------------------
+class _OvdivGroup(click.Group):
+    """A click group that renders :class:`OvdivError` as one red line and exits 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OvdivError as exc:
+            verbose = bool(ctx.find_root().params.get("verbose"))
+            _fail(exc, verbose)
+
+
+def _fail(exc: OvdivError, verbose: bool) -> NoReturn:
+    if verbose:
+        err_console.print_exception()
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    sys.exit(exc.exit_code)
+
+
+def _setup_logging(verbose: int, log_file: Path | None) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
+    root = logging.getLogger("ovdiv")
+    root.setLevel(logging.DEBUG if log_file else level)
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=err_console, show_path=False, show_time=False)
+    handler.setLevel(level)
+    root.addHandler(handler)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_file, encoding="utf-8")
+        fh.setLevel(logging.DEBUG)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(fh)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[ProgressCallback]:
+    """A :data:`ProgressCallback` rendered as rich progress bars, one per task name."""
+    if not enabled or not err_console.is_terminal:
+        yield _log_progress
+        return
+    tasks: dict[str, TaskID] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[detail]}"),
+        console=err_console,
+        transient=False,
+    ) as bar:
+
+        def callback(event: ProgressEvent) -> None:
+            if event.task not in tasks:
+                tasks[event.task] = bar.add_task(event.task, total=event.total, detail=event.detail)
+            bar.update(tasks[event.task], completed=event.completed, total=event.total, detail=event.detail)
+
+        yield callback
+
+
+def _log_progress(event: ProgressEvent) -> None:
+    if event.total is not None and event.completed == event.total:
+        log.info("%s: %d/%d %s", event.task, event.completed, event.total, event.detail)
+
+
+def _not_available(what: str, issue: str) -> NoReturn:
+    raise NotAvailableError(f"`ovdiv {what}` is not available yet in ovdiv {__version__}", f"tracked in {issue}")
+
+
+def _csv_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+# ----------------------------------------------------------------------------------------------
+# root
+# ----------------------------------------------------------------------------------------------
+@click.group(cls=_OvdivGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="ovdiv")
+@click.option("-v", "--verbose", count=True, help="More logging; -v also shows tracebacks of errors.")
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Write a DEBUG log here.")
+def cli(verbose: int, log_file: Path | None) -> None:
+    """ovdiv: is an ensemble of deployed classifiers more resilient than its best member, and how diverse is it?"""
+    _setup_logging(verbose, log_file)
+
+
+# ---- demo ------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"), show_default=True)
+def demo(out: Path) -> None:
+    """Run the whole pipeline on the embedded synthetic data (CPU, minutes)."""
+    _not_available("demo", "issue 7")
+
+
+# ---- data ------------------------------------------------------------------------------------
+@cli.group(cls=_OvdivGroup)
+def data() -> None:
+    """Dataset specs, prepared-data cache, contact sheets."""
+
+
+@data.command("prepare")
+@click.argument("specs", nargs=-1, required=True)
+def data_prepare(specs: tuple[str, ...]) -> None:
+    """Decode, resize, crop and corrupt SPECS once into the prepared-data cache."""
+    _not_available("data prepare", "issue 3")
+
+
+# ---- models ----------------------------------------------------------------------------------
+@cli.group(cls=_OvdivGroup)
+def models() -> None:
+    """The architecture registry."""
+
+
+@models.command("list")
+def models_list() -> None:
+    """List registered architectures."""
+    _not_available("models list", "issue 2")
+
+
+# ---- train -----------------------------------------------------------------------------------
+@cli.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+def train(recipe: Path) -> None:
+    """Train one member from a recipe (models/<id>.json)."""
+    _not_available("train", "issue 8")
+
+
+# ---- ensemble --------------------------------------------------------------------------------
+@cli.group(cls=_OvdivGroup)
+def ensemble() -> None:
+    """Joint, diversity-enforcing ensemble training."""
+
+
+@ensemble.command("train")
+@click.argument("config", type=click.Path(path_type=Path))
+def ensemble_train(config: Path) -> None:
+    """Train M members jointly (models/ensembles/<name>.json)."""
+    _not_available("ensemble train", "issue 8")
+
+
+# ---- supernet --------------------------------------------------------------------------------
+@cli.group(cls=_OvdivGroup)
+def supernet() -> None:
+    """BootstrapNAS super-network: train, search, extract, info."""
+
+
+@supernet.command("train")
+@click.argument("config", type=click.Path(path_type=Path))
+def supernet_train(config: Path) -> None:
+    """Train a super-network with progressive shrinking."""
+    _not_available("supernet train", "issue 9")
+
+
+# ---- export ----------------------------------------------------------------------------------
+@cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+def export(checkpoint: Path) -> None:
+    """Export a torch checkpoint to ONNX / OpenVINO IR (FP32/FP16/INT8) with model cards."""
+    _not_available("export", "issue 2")
+
+
+# ---- evaluate --------------------------------------------------------------------------------
+@cli.command()
+def evaluate() -> None:
+    """Evaluate an ensemble (or every k-subset of a pool) of deployed members."""
+    _not_available("evaluate", "issue 6")
+
+
+# ---- report ----------------------------------------------------------------------------------
+@cli.command()
+@click.argument("results_dir", type=click.Path(path_type=Path))
+def report(results_dir: Path) -> None:
+    """Write report.html for an evaluation's results."""
+    _not_available("report", "issue 7")
+
+
+# ---- certify ---------------------------------------------------------------------------------
+@cli.command()
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("--policy", type=click.Path(path_type=Path), required=True)
+def certify(results: Path, policy: Path) -> None:
+    """Check results against a policy: exit 0 pass, 1 fail, 2 bad input."""
+    _not_available("certify", "issue 7")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="ovdiv")
+
+
+if __name__ == "__main__":
+    main()
