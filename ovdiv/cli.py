@@ -209,10 +209,61 @@ def report(results_dir: Path) -> None:
 # ---- certify ---------------------------------------------------------------------------------
 @cli.command()
 @click.argument("results", type=click.Path(path_type=Path))
-@click.option("--policy", type=click.Path(path_type=Path), required=True)
-def certify(results: Path, policy: Path) -> None:
-    """Check results against a policy: exit 0 pass, 1 fail, 2 bad input."""
-    _not_available("certify", "issue 7")
+@click.option("--policy", "policy_path", type=click.Path(path_type=Path), required=True, help="Policy JSON file.")
+@click.option("--verdict-out", type=click.Path(dir_okay=False, path_type=Path), help="Write the verdict JSON here.")
+@click.option("--show-rows", is_flag=True, help="List every checked row, not only failing ones.")
+def certify(results: Path, policy_path: Path, verdict_out: Path | None, show_rows: bool) -> None:
+    """Check RESULTS (results.json or its folder) against a policy: exit 0 pass, 1 fail, 2 bad input.
+
+    Rules look like {"dataset": "lines1.6", "metric": "ensemble_top1", "min": 0.35}; see
+    ovdiv/evaluate/policy.py or examples/policy.json for relative-to-baseline rules.
+    """
+    from ovdiv.evaluate.policy import Policy
+
+    verdict = Policy.from_file(policy_path).check(results)
+    if verdict_out is not None:
+        verdict.to_json(verdict_out)
+    _render_verdict(verdict, show_rows)
+    sys.exit(verdict.exit_code)
+
+
+def _render_verdict(verdict: Any, show_rows: bool) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"policy: {verdict.policy}", title_justify="left")
+    for col in ("rule", "check", "rows", "verdict"):
+        table.add_column(col)
+    for r in verdict.rules:
+        mark = "[green]PASS[/]" if r["passed"] else "[red]FAIL[/]"
+        table.add_row(r["id"], r["description"], f"{r['rows'] - r['failed_rows']}/{r['rows']} ok", mark)
+    console.print(table)
+    shown = [c for c in verdict.checks if show_rows or not c.passed]
+    if shown:
+        detail = Table(title="failing checks" if not show_rows else "checks", title_justify="left")
+        for col in ("rule", "dataset", "ensemble / member", "value", "baseline", "observed", "bounds", "note"):
+            detail.add_column(col)
+        for c in shown[:200]:
+            bounds = " ".join(
+                b
+                for b in (f">={c.min:g}" if c.min is not None else "", f"<={c.max:g}" if c.max is not None else "")
+                if b
+            )
+            detail.add_row(
+                c.rule,
+                c.dataset or "",
+                c.ensemble or c.member or "",
+                _fmt(c.value),
+                _fmt(c.baseline),
+                _fmt(c.observed),
+                bounds,
+                c.note,
+            )
+        console.print(detail)
+    console.print("[bold green]PASS[/]" if verdict.passed else "[bold red]FAIL[/]")
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None else f"{v:.4f}"
 
 
 def main() -> None:

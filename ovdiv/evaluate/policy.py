@@ -1,0 +1,422 @@
+"""Certification policies: pass/fail rules over evaluation results.
+
+A policy file is JSON, validated against :data:`POLICY_SCHEMA`::
+
+    {
+      "name": "lines robustness gate",
+      "rules": [
+        {"id": "acc-lines", "dataset": "lines1.6", "metric": "ensemble_top1", "min": 0.35},
+        {"metric": "improvement", "min": 0.0},
+        {"id": "beats-best", "dataset": "lines1.6", "metric": "ensemble_top1", "min": 0.005,
+         "relative_to": {"member": "best", "metric": "top1"}},
+        {"metric": "top1", "member": "*", "dataset": "demo", "min": 0.5}
+      ]
+    }
+
+Each rule selects result rows ``{ensemble, member, dataset, metric, value}``:
+
+* ``metric`` (required) — a row metric name (``ensemble_top1``, ``improvement``, ``top1``, ...).
+* ``dataset`` — one dataset spec; absent = every dataset in the results.
+* ``ensemble`` — an ensemble name (``a+b+c``) or ``"*"``; ``member`` — a member name or ``"*"``.
+  Absent both: ensemble rows when any exist for the metric, else member rows.
+* ``min`` / ``max`` — inclusive bounds on the observed value (at least one is required).
+* ``relative_to`` — compare ``value − baseline`` instead of ``value``. The baseline is, on the same
+  dataset, ``{"member": NAME}`` (that member's row), ``{"member": "best" | "mean" | "worst"}`` (over the
+  members of the rule's ensemble, or over all members for member rows), or ``{"ensemble": NAME}``;
+  ``"metric"`` names the baseline metric (default: the rule's metric without an ``ensemble_`` prefix
+  for member baselines, the same metric otherwise). So "ensemble top-1 on lines1.6 ≥ best member +
+  0.5 pt" is ``min: 0.005`` with ``relative_to: {"member": "best", "metric": "top1"}``.
+* ``require`` — ``"all"`` (default: every selected row must pass) or ``"any"`` (at least one must).
+
+A rule that selects no row fails with the note "no matching results" — a gate never passes on missing
+evidence. Malformed policies raise :class:`~ovdiv.errors.PolicyError` (the CLI exits 2).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ovdiv.atomic import write_json
+from ovdiv.errors import PolicyError
+
+__all__ = ["POLICY_SCHEMA", "Policy", "Rule", "RuleVerdict", "Verdict", "load_result_rows"]
+
+POLICY_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["rules"],
+    "properties": {
+        "schema": {"const": "ovdiv-policy/1"},
+        "name": {"type": "string"},
+        "description": {"type": "string"},
+        "rules": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["metric"],
+                "anyOf": [{"required": ["min"]}, {"required": ["max"]}],
+                "properties": {
+                    "id": {"type": "string"},
+                    "description": {"type": "string"},
+                    "metric": {"type": "string", "minLength": 1},
+                    "dataset": {"type": "string", "minLength": 1},
+                    "ensemble": {"type": "string", "minLength": 1},
+                    "member": {"type": "string", "minLength": 1},
+                    "min": {"type": "number"},
+                    "max": {"type": "number"},
+                    "require": {"enum": ["all", "any"]},
+                    "relative_to": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "member": {"type": "string", "minLength": 1},
+                            "ensemble": {"type": "string", "minLength": 1},
+                            "metric": {"type": "string", "minLength": 1},
+                        },
+                        "oneOf": [{"required": ["member"]}, {"required": ["ensemble"]}],
+                    },
+                },
+            },
+        },
+    },
+}
+
+_AGGREGATES = {"best", "mean", "worst"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One policy rule (see the module docstring for the semantics of each field)."""
+
+    id: str
+    metric: str
+    dataset: str | None = None
+    ensemble: str | None = None
+    member: str | None = None
+    min: float | None = None
+    max: float | None = None
+    require: str = "all"
+    relative_to: Mapping[str, str] | None = None
+    description: str | None = None
+
+    def describe(self) -> str:
+        """Human-readable one-liner, e.g. ``ensemble_top1 on lines1.6 >= best member top1 + 0.005``."""
+        if self.description:
+            return self.description
+        lhs = self.metric + (f" on {self.dataset}" if self.dataset else "")
+        if self.relative_to:
+            ref = self.relative_to
+            who = f"member {ref['member']}" if "member" in ref else f"ensemble {ref['ensemble']}"
+            lhs = f"{lhs} − {who} {_baseline_metric(self, ref)}"
+        bounds = []
+        if self.min is not None:
+            bounds.append(f">= {self.min:g}")
+        if self.max is not None:
+            bounds.append(f"<= {self.max:g}")
+        return f"{lhs} {' and '.join(bounds)}" + (" (any)" if self.require == "any" else "")
+
+
+@dataclass
+class RuleVerdict:
+    """Outcome of one rule on one selected row (or on no row: ``observed`` is None)."""
+
+    rule: str
+    description: str
+    passed: bool
+    ensemble: str | None = None
+    member: str | None = None
+    dataset: str | None = None
+    value: float | None = None
+    baseline: float | None = None
+    observed: float | None = None
+    min: float | None = None
+    max: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Verdict:
+    """Outcome of a whole policy: ``passed`` iff every rule passed."""
+
+    policy: str
+    passed: bool
+    rules: list[dict[str, Any]] = field(default_factory=list)  # per rule: id, passed, description
+    checks: list[RuleVerdict] = field(default_factory=list)  # per rule x selected row
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the policy passed, 1 otherwise (the ``ovdiv certify`` convention)."""
+        return 0 if self.passed else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (NaN values become ``null``)."""
+        return {
+            "schema": "ovdiv-verdict/1",
+            "policy": self.policy,
+            "passed": self.passed,
+            "rules": self.rules,
+            "checks": [{k: _json_num(v) for k, v in asdict(c).items()} for c in self.checks],
+        }
+
+    def to_json(self, path: str | os.PathLike[str]) -> Path:
+        """Atomically write the verdict as JSON."""
+        write_json(path, self.to_dict())
+        return Path(path)
+
+
+def _json_num(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _baseline_metric(rule: Rule, ref: Mapping[str, str]) -> str:
+    if "metric" in ref:
+        return ref["metric"]
+    if "member" in ref and rule.metric.startswith("ensemble_"):
+        return rule.metric.removeprefix("ensemble_")
+    return rule.metric
+
+
+class Policy:
+    """A validated certification policy.
+
+    Args:
+        rules: The rules, in file order.
+        name: Policy name, shown in verdicts.
+    """
+
+    def __init__(self, rules: Sequence[Rule], name: str = "policy") -> None:
+        self.rules = list(rules)
+        self.name = name
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "policy") -> Policy:
+        """Validate ``data`` against :data:`POLICY_SCHEMA` and build the policy."""
+        import jsonschema
+
+        validator = jsonschema.Draft202012Validator(POLICY_SCHEMA)
+        errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+        if errors:
+            err = errors[0]
+            where = "/".join(str(p) for p in err.absolute_path) or "<root>"
+            raise PolicyError(f"{source}: invalid at {where}: {_schema_message(err)}", "see `ovdiv certify --help`")
+        rules = []
+        seen: set[str] = set()
+        for i, raw in enumerate(data["rules"]):
+            rid = raw.get("id", f"rule{i + 1}")
+            if rid in seen:
+                raise PolicyError(f"{source}: duplicate rule id {rid!r}", "give every rule a unique id")
+            seen.add(rid)
+            lo, hi = raw.get("min"), raw.get("max")
+            if lo is not None and hi is not None and lo > hi:
+                raise PolicyError(f"{source}: rule {rid!r} has min {lo} > max {hi}")
+            if "ensemble" in raw and "member" in raw:
+                raise PolicyError(f"{source}: rule {rid!r} selects both an ensemble and a member", "keep one")
+            ref = raw.get("relative_to")
+            rules.append(
+                Rule(
+                    id=rid,
+                    metric=raw["metric"],
+                    dataset=raw.get("dataset"),
+                    ensemble=raw.get("ensemble"),
+                    member=raw.get("member"),
+                    min=None if lo is None else float(lo),
+                    max=None if hi is None else float(hi),
+                    require=raw.get("require", "all"),
+                    relative_to=dict(ref) if ref else None,
+                    description=raw.get("description"),
+                )
+            )
+        return cls(rules, name=str(data.get("name", source)))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Policy:
+        """Read and validate a policy JSON file."""
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise PolicyError(f"policy file {p} does not exist", "pass --policy PATH to a JSON policy") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PolicyError(f"policy file {p} is not valid JSON ({exc})") from exc
+        policy = cls.from_dict(data, source=f"policy {p}")
+        if "name" not in data:
+            policy.name = p.stem
+        return policy
+
+    # ------------------------------------------------------------------ checking
+    def check(self, results: Any) -> Verdict:
+        """Evaluate every rule on ``results``.
+
+        Args:
+            results: An ``EvalResult`` (anything with ``.rows``), a list of row dicts, or a path to a
+                ``results.json`` file or the folder holding it.
+
+        Returns:
+            The :class:`Verdict`; ``verdict.passed`` is the gate's answer.
+        """
+        rows = _coerce_rows(results)
+        checks: list[RuleVerdict] = []
+        summary: list[dict[str, Any]] = []
+        for rule in self.rules:
+            rule_checks = _check_rule(rule, rows)
+            if rule.require == "any":
+                ok = any(c.passed for c in rule_checks)
+            else:
+                ok = bool(rule_checks) and all(c.passed for c in rule_checks)
+            checks.extend(rule_checks)
+            summary.append(
+                {
+                    "id": rule.id,
+                    "description": rule.describe(),
+                    "passed": ok,
+                    "rows": sum(c.value is not None for c in rule_checks),
+                    "failed_rows": sum(not c.passed for c in rule_checks),
+                }
+            )
+        return Verdict(policy=self.name, passed=all(s["passed"] for s in summary), rules=summary, checks=checks)
+
+
+def _schema_message(err: Any) -> str:
+    if err.validator == "additionalProperties":
+        return f"{err.message} (check the key's spelling)"
+    if err.validator == "anyOf" and err.schema_path and "min" in json.dumps(err.schema.get("anyOf", "")):
+        return "a rule needs 'min' and/or 'max'"
+    return str(err.message)
+
+
+def load_result_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Rows of a ``results.json`` (or of the ``results.json`` inside a folder), validated loosely."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.json"
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise PolicyError(
+            f"results file {p} does not exist", "pass the results.json written by `ovdiv evaluate`"
+        ) from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"results file {p} is not valid JSON ({exc})") from exc
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise PolicyError(f"results file {p} has no 'rows' list", "is it a results.json from `ovdiv evaluate`?")
+    return _validate_rows(rows, str(p))
+
+
+def _validate_rows(rows: Iterable[Any], source: str) -> list[dict[str, Any]]:
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping) or "metric" not in row or "value" not in row:
+            raise PolicyError(f"{source}: row {i} is not a {{ensemble, member, dataset, metric, value}} record")
+        value = row["value"]
+        out.append(
+            {
+                "ensemble": row.get("ensemble"),
+                "member": row.get("member"),
+                "dataset": row.get("dataset"),
+                "metric": row["metric"],
+                "value": float("nan") if value is None else float(value),
+            }
+        )
+    return out
+
+
+def _coerce_rows(results: Any) -> list[dict[str, Any]]:
+    if isinstance(results, (str, os.PathLike)):
+        return load_result_rows(results)
+    rows = getattr(results, "rows", results)
+    rows = [r.to_dict() if hasattr(r, "to_dict") else r for r in rows]
+    return _validate_rows(rows, "results")
+
+
+def _select(rule: Rule, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    cand = [r for r in rows if r["metric"] == rule.metric and (rule.dataset is None or r["dataset"] == rule.dataset)]
+    if rule.member is not None:
+        return [r for r in cand if r["member"] is not None and rule.member in ("*", r["member"])]
+    if rule.ensemble is not None:
+        return [r for r in cand if r["ensemble"] is not None and rule.ensemble in ("*", r["ensemble"])]
+    ens_rows = [r for r in cand if r["ensemble"] is not None and r["member"] is None]
+    return ens_rows or [r for r in cand if r["member"] is not None]
+
+
+def _baseline(rule: Rule, row: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[float | None, str]:
+    ref = rule.relative_to
+    assert ref is not None  # only called for relative rules
+    metric = _baseline_metric(rule, ref)
+    same = [r for r in rows if r["metric"] == metric and r["dataset"] == row["dataset"]]
+    if "ensemble" in ref:
+        vals = [r["value"] for r in same if r["ensemble"] == ref["ensemble"] and r["member"] is None]
+        return (vals[0], "") if vals else (None, f"no {metric} row for ensemble {ref['ensemble']} on {row['dataset']}")
+    who = ref["member"]
+    members = [r for r in same if r["member"] is not None and r["ensemble"] in (None, row["ensemble"])]
+    if who in _AGGREGATES:
+        if row["ensemble"] is not None:
+            names = row["ensemble"].split("+")
+            members = [r for r in members if r["member"] in names]
+        vals = [r["value"] for r in members if math.isfinite(r["value"])]
+        if not vals:
+            return None, f"no member {metric} rows on {row['dataset']} to take the {who} of"
+        agg = {"best": max(vals), "worst": min(vals), "mean": sum(vals) / len(vals)}[who]
+        return agg, ""
+    vals = [r["value"] for r in members if r["member"] == who]
+    return (vals[0], "") if vals else (None, f"no {metric} row for member {who} on {row['dataset']}")
+
+
+def _check_rule(rule: Rule, rows: list[dict[str, Any]]) -> list[RuleVerdict]:
+    selected = _select(rule, rows)
+    if not selected:
+        where = f" on {rule.dataset}" if rule.dataset else ""
+        return [
+            RuleVerdict(
+                rule=rule.id,
+                description=rule.describe(),
+                passed=False,
+                dataset=rule.dataset,
+                min=rule.min,
+                max=rule.max,
+                note=f"no matching results for {rule.metric}{where}",
+            )
+        ]
+    out = []
+    for row in selected:
+        value = row["value"]
+        baseline, note = (None, "")
+        observed: float | None = value
+        if rule.relative_to is not None:
+            baseline, note = _baseline(rule, row, rows)
+            observed = None if baseline is None else value - baseline
+        passed = observed is not None and math.isfinite(observed)
+        if passed and observed is not None:
+            if rule.min is not None and observed < rule.min:
+                passed = False
+            if rule.max is not None and observed > rule.max:
+                passed = False
+        elif not note:
+            note = "value is NaN"
+        out.append(
+            RuleVerdict(
+                rule=rule.id,
+                description=rule.describe(),
+                passed=passed,
+                ensemble=row["ensemble"],
+                member=row["member"],
+                dataset=row["dataset"],
+                value=value,
+                baseline=baseline,
+                observed=observed,
+                min=rule.min,
+                max=rule.max,
+                note=note,
+            )
+        )
+    return out
