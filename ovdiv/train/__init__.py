@@ -1,0 +1,1 @@
+"""Training in PyTorch: members from recipes, diversity-enforcing joint ensembles, low-cost ensembles."""
