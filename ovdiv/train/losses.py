@@ -114,7 +114,7 @@ def consensus_logits(logits: Tensor, rule: str | Consensus = "average") -> Tenso
         med = torch.quantile(p, 0.5, dim=0) if p.shape[0] % 2 == 0 else p.median(dim=0).values
         return torch.log(med.clamp_min(_PROB_FLOOR))
     if rule == Consensus.MAJORITY:
-        m, _, c = z.shape
+        c = z.shape[-1]
         votes = z.argmax(dim=-1)  # (M, B)
         counts = F.one_hot(votes, c).sum(dim=0).float()  # (B, C)
         # break ties by the mean logit, which is < 1 vote apart after scaling into (0, 1)

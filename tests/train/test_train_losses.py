@@ -56,7 +56,8 @@ def _direct_gncl(z, y, lam, fbar, mask=None):
         ce = F.cross_entropy(z[i], y)
         pen = 0.0
         for n in range(b):
-            h = torch.autograd.functional.hessian(lambda f, n=n: F.cross_entropy(f[None], y[n : n + 1]), fbar[n].detach())
+            ce_n = lambda f, n=n: F.cross_entropy(f[None], y[n : n + 1])  # noqa: E731
+            h = torch.autograd.functional.hessian(ce_n, fbar[n].detach())
             d = z[i, n] - fbar[n]
             w = 1.0 if mask is None else float(mask[i, n])
             pen = pen + w * (d @ h @ d)
@@ -165,7 +166,8 @@ def test_attribution_penalty_equals_captum_saliency_variance():
     x = torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 3])
     out = attribution_diversity_loss(models, x, y, 0.1, target="label", norm="max")
-    maps = np.stack([Saliency(m).attribute(x.clone().requires_grad_(), target=y, abs=True).detach().numpy() for m in models])
+    sal = [Saliency(m).attribute(x.clone().requires_grad_(), target=y, abs=True) for m in models]
+    maps = np.stack([s.detach().numpy() for s in sal])
     maps = maps / maps.reshape(3, 4, -1).max(-1)[..., None, None, None]
     expected = maps.var(axis=0).mean()
     assert out.d_att.item() == pytest.approx(expected, rel=1e-9)
