@@ -1,0 +1,296 @@
+"""OpenVINO backend: IR (``.xml`` + ``.bin``) and ``.onnx`` read by OpenVINO.
+
+Compiled with ``PERFORMANCE_HINT=THROUGHPUT`` and a dynamic batch dimension; batches run through an
+:class:`openvino.AsyncInferQueue` with the plugin's optimal number of requests. The card's
+preprocessing (uint8 NHWC -> float NCHW, mean/std) is compiled into the graph with OpenVINO's
+``PrePostProcessor``, so the host only resizes (when sizes differ) and feeds uint8.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+from openvino import opset13 as ops
+from openvino.preprocess import PrePostProcessor
+
+from ovdiv.errors import MemberError
+from ovdiv.runtime.member import FloatArray32, Member, load_card
+from ovdiv.runtime.preprocessing import check_images, resize_images
+from ovdiv.types import Backend, Precision, UInt8Images
+
+__all__ = ["OpenVINOMember", "core", "add_feature_outputs", "precision_config"]
+
+log = logging.getLogger("ovdiv.runtime")
+_CORE: ov.Core | None = None
+_CORE_LOCK = threading.Lock()
+
+
+def core() -> ov.Core:
+    """The process-wide :class:`openvino.Core`."""
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            _CORE = ov.Core()
+        return _CORE
+
+
+def precision_config(precision: Precision) -> dict[str, str]:
+    """Compile properties for ``precision`` (``model`` sets nothing: the plugin default applies)."""
+    if precision is Precision.MODEL:
+        return {}
+    return {"INFERENCE_PRECISION_HINT": str(precision)}
+
+
+def _static_dims(pshape: ov.PartialShape) -> list[int]:
+    return [d.get_length() if d.is_static else -1 for d in pshape]
+
+
+def _is_constant_path(node: ov.Node) -> bool:
+    """True for a Constant, possibly behind Convert / decompression ops."""
+    seen = 0
+    while seen < 4:
+        t = node.get_type_name()
+        if t == "Constant":
+            return True
+        if t not in ("Convert", "Multiply", "Subtract", "Reshape", "Transpose") or node.get_input_size() == 0:
+            return False
+        node = node.input_value(0).get_node()
+        seen += 1
+    return False
+
+
+def add_feature_outputs(model: ov.Model) -> tuple[ov.Model, list[str]]:
+    """A copy of ``model`` with extra outputs for CKA: penultimate features and pooled stage outputs.
+
+    Output 0 stays the logits. Then ``penultimate`` = the activation input of the last MatMul (when the
+    graph has none, the input of the last Convolution, spatially averaged), and ``stage<k>`` = the last
+    op output at each spatial resolution ``(H, W)``, ``H*W > 1``, after the first convolution, averaged
+    over H and W (``ReduceMean`` over axes 2, 3 of an NCHW activation). Every extra output is ``[N, D]``.
+
+    Returns:
+        ``(model_with_outputs, feature_names)``; ``feature_names[i]`` is output ``i + 1``.
+    """
+    m = model.clone()
+    ordered = m.get_ordered_ops()
+    last_matmul: ov.Output | None = None
+    last_conv: ov.Output | None = None
+    seen_conv = False
+    stages: dict[tuple[int, int], ov.Output] = {}
+    skip = {"Constant", "Parameter", "Result", "ShapeOf", "Convert"}
+    for node in ordered:
+        t = node.get_type_name()
+        if t == "MatMul":
+            ins = [node.input_value(i) for i in range(node.get_input_size())]
+            act = [o for o in ins if not _is_constant_path(o.get_node())]
+            if act:
+                last_matmul = act[0]
+        if t in ("Convolution", "GroupConvolution"):
+            seen_conv = True
+            last_conv = node.input_value(0)
+        if not seen_conv or t in skip or node.get_output_size() != 1:
+            continue
+        ps = node.get_output_partial_shape(0)
+        if ps.rank.is_dynamic or ps.rank.get_length() != 4:
+            continue
+        dims = _static_dims(ps)
+        if min(dims[1:]) < 1 or dims[2] * dims[3] <= 1:
+            continue
+        stages[(dims[2], dims[3])] = node.output(0)
+    new_outputs: list[ov.Output] = []
+    names: list[str] = []
+
+    def pooled(out: ov.Output) -> ov.Output:
+        rank = out.get_partial_shape().rank.get_length()
+        if rank == 4:
+            return ops.reduce_mean(out, ops.constant(np.array([2, 3], dtype=np.int64)), keep_dims=False).output(0)
+        if rank == 2:
+            return out
+        flat = ops.reshape(out, ops.constant(np.array([0, -1], dtype=np.int64)), special_zero=True)
+        return flat.output(0)
+
+    pen = last_matmul if last_matmul is not None else last_conv
+    if pen is not None:
+        new_outputs.append(pooled(pen))
+        names.append("penultimate")
+    for k, out in enumerate(stages.values(), start=1):
+        new_outputs.append(pooled(out))
+        names.append(f"stage{k}")
+    m.add_results([ops.result(o) for o in new_outputs])
+    return m, names
+
+
+class OpenVINOMember(Member):
+    """A member executed by OpenVINO (see module docstring)."""
+
+    backend = Backend.OPENVINO
+
+    def __init__(self, path: Path, *, device: str, precision: Precision) -> None:
+        weights: Path | None = None
+        if path.suffix.lower() == ".xml":
+            weights = path.with_suffix(".bin")
+            if not weights.is_file():
+                raise MemberError(
+                    f"member {path}: weights file {weights.name} is missing", "keep the .bin next to the .xml"
+                )
+        try:
+            model = core().read_model(str(path))
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line messages
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            kind = "an OpenVINO IR" if path.suffix.lower() == ".xml" else "a readable ONNX model"
+            raise MemberError(f"member {path} is not {kind} ({first[:200]})", "re-export it with ovdiv export") from exc
+        self._raw = model
+        if len(model.inputs) != 1:
+            raise MemberError(
+                f"member {path.stem} ({path}) has {len(model.inputs)} inputs", "ovdiv needs one image input"
+            )
+        if len(model.outputs) != 1:
+            raise MemberError(
+                f"member {path.stem} ({path}) has {len(model.outputs)} outputs; ovdiv needs one [N, C] logits output",
+                "detection/segmentation models are not classifiers",
+            )
+        out_ps = model.output(0).get_partial_shape()
+        in_ps = model.input(0).get_partial_shape()
+        if out_ps.rank.is_dynamic or out_ps.rank.get_length() != 2:
+            raise MemberError(
+                f"member {path.stem} ({path}) outputs shape {out_ps}, not [N, C] logits",
+                "ovdiv evaluates image classifiers",
+            )
+        if in_ps.rank.is_dynamic or in_ps.rank.get_length() != 4:
+            raise MemberError(
+                f"member {path.stem} ({path}) takes input shape {in_ps}, not an image batch [N, 3, H, W]",
+                "ovdiv evaluates image classifiers",
+            )
+        u8 = model.input(0).get_element_type() == ov.Type.u8
+        c_dim = out_ps[1]
+        card, found = load_card(
+            path,
+            fmt="ir" if path.suffix.lower() == ".xml" else "onnx",
+            static_input=_static_dims(in_ps),
+            num_outputs=c_dim.get_length() if c_dim.is_static else None,
+            layout="NHWC_U8" if u8 else None,
+        )
+        super().__init__(path, card, card_found=found, device=device, precision=precision, weights_path=weights)
+        self.runtime_version = f"openvino {ov.get_version()}"
+        self._compiled: ov.CompiledModel | None = None
+        self._queue: ov.AsyncInferQueue | None = None
+        self._feat_compiled: ov.CompiledModel | None = None
+        self._feat_names: list[str] = []
+        self._lock = threading.Lock()
+
+    # ---- model building -----------------------------------------------------------------------
+    def read_model(self) -> ov.Model:
+        """A fresh copy of the uncompiled model (float NCHW input unless the card says baked)."""
+        return self._raw.clone()
+
+    def _prepared(self, model: ov.Model) -> ov.Model:
+        """Dynamic batch + the card's preprocessing compiled in (uint8 NHWC input)."""
+        h, w = self.input_size
+        if self.baked:
+            model.reshape({model.input(0): ov.PartialShape([-1, h, w, 3])})
+            return model
+        model.reshape({model.input(0): ov.PartialShape([-1, 3, h, w])})
+        ppp = PrePostProcessor(model)
+        ppp.input(0).tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+        ppp.input(0).model().set_layout(ov.Layout("NCHW"))
+        ppp.input(0).preprocess().convert_element_type(ov.Type.f32).mean(
+            [255.0 * float(v) for v in self.card.mean]
+        ).scale([255.0 * float(v) for v in self.card.std])
+        return ppp.build()
+
+    def _compile(self, model: ov.Model) -> ov.CompiledModel:
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT", **precision_config(self.precision)}
+        try:
+            compiled = core().compile_model(model, self.device, config)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise MemberError(
+                f"member {self.name}: cannot compile on {self.device} with precision {self.precision} ({first[:200]})",
+                "try --device CPU or --precision f32",
+            ) from exc
+        try:
+            eff = compiled.get_property("INFERENCE_PRECISION_HINT")
+            self.inference_precision = eff.to_string() if hasattr(eff, "to_string") else str(eff)
+        except Exception:  # some plugins (AUTO) do not report it
+            self.inference_precision = str(self.precision)
+        return compiled
+
+    @property
+    def compiled(self) -> ov.CompiledModel:
+        """The compiled logits-only model (compiled on first use)."""
+        with self._lock:
+            if self._compiled is None:
+                self._compiled = self._compile(self._prepared(self._raw.clone()))
+                log.debug("member %s compiled on %s (%s)", self.name, self.device, self.inference_precision)
+            return self._compiled
+
+    def _ensure_compiled(self) -> None:
+        _ = self.compiled
+
+    @property
+    def num_requests(self) -> int:
+        """The plugin's optimal number of parallel infer requests."""
+        try:
+            return max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        except Exception:
+            return 2
+
+    # ---- inference ----------------------------------------------------------------------------
+    def model_input(self, images: UInt8Images) -> np.ndarray:
+        """uint8 NHWC resized to the card's size (normalisation runs inside the compiled graph)."""
+        return np.ascontiguousarray(resize_images(check_images(images), self.input_size))
+
+    def _infer(self, x: np.ndarray) -> FloatArray32:
+        req = self.compiled.create_infer_request()
+        res = req.infer({0: x})
+        return np.asarray(res[0], dtype=np.float32).copy()
+
+    def predict_batches(self, batches: Iterable[tuple[int, UInt8Images]], out: np.ndarray) -> None:
+        """Stream batches through an AsyncInferQueue; logits land in ``out[start:start+B]``."""
+        self._ensure_compiled()
+        if self._queue is None:
+            self._queue = ov.AsyncInferQueue(self.compiled, self.num_requests)
+        queue = self._queue
+        errors: list[BaseException] = []
+
+        def on_done(request: ov.InferRequest, start: int) -> None:
+            try:
+                logits = request.get_output_tensor(0).data
+                out[start : start + logits.shape[0]] = logits
+            except BaseException as exc:  # surfaced after wait_all
+                errors.append(exc)
+
+        queue.set_callback(on_done)
+        try:
+            for start, images in batches:
+                queue.start_async({0: self.model_input(images)}, userdata=start)
+                if errors:
+                    break
+        finally:
+            queue.wait_all()
+        if errors:
+            raise errors[0]
+
+    def _features(self, x: np.ndarray) -> dict[str, FloatArray32]:
+        with self._lock:
+            if self._feat_compiled is None:
+                model, self._feat_names = add_feature_outputs(self._raw)
+                self._feat_compiled = self._compile(self._prepared(model))
+        req = self._feat_compiled.create_infer_request()
+        res = req.infer({0: x})
+        return {
+            name: np.asarray(res[i + 1], dtype=np.float32).reshape(x.shape[0], -1).copy()
+            for i, name in enumerate(self._feat_names)
+        }
+
+    def close(self) -> None:
+        """Drop the compiled models and the request queue."""
+        with self._lock:
+            self._queue = None
+            self._compiled = None
+            self._feat_compiled = None
