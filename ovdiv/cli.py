@@ -201,9 +201,13 @@ def evaluate() -> None:
 # ---- report ----------------------------------------------------------------------------------
 @cli.command()
 @click.argument("results_dir", type=click.Path(path_type=Path))
-def report(results_dir: Path) -> None:
-    """Write report.html for an evaluation's results."""
-    _not_available("report", "issue 7")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: RESULTS_DIR/report.html.")
+def report(results_dir: Path, out: Path | None) -> None:
+    """Write a self-contained report.html for an evaluation's results folder."""
+    from ovdiv.report import write_report
+
+    path = write_report(results_dir, out=out)
+    console.print(f"report: {path}")
 
 
 # ---- certify ---------------------------------------------------------------------------------

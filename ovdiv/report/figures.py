@@ -1,0 +1,206 @@
+"""Matplotlib figures of the report, each returned as PNG bytes (Agg backend, no display needed).
+
+One consistent style: white background, 9-pt labels, colour-blind-safe palette (tab10 / viridis).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "accuracy_bars",
+    "cka_heatmaps",
+    "diversity_scatter",
+    "saliency_grid",
+]
+
+_RC = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "figure.dpi": 110,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    plt = _plt()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def accuracy_bars(
+    datasets: Sequence[str],
+    members: Mapping[str, Sequence[float]],
+    ensembles: Mapping[str, Sequence[float]],
+    *,
+    ylabel: str = "top-1 accuracy",
+) -> bytes:
+    """Grouped bars: accuracy per dataset for each member and ensemble (the paper's Fig. 4).
+
+    Args:
+        datasets: Dataset specs, the x-axis groups (length D).
+        members: Member name -> D accuracies (NaN where missing). Drawn as solid bars.
+        ensembles: Ensemble label -> D accuracies. Drawn hatched, after the members.
+        ylabel: Y-axis label.
+    """
+    plt = _plt()
+    series = [(n, v, False) for n, v in members.items()] + [(n, v, True) for n, v in ensembles.items()]
+    with plt.rc_context(_RC):
+        width = max(6.0, 0.35 * len(series) * len(datasets) + 2)
+        fig, ax = plt.subplots(figsize=(min(width, 14.0), 3.6))
+        x = np.arange(len(datasets))
+        bw = 0.8 / max(1, len(series))
+        cmap = plt.get_cmap("tab10")
+        for j, (name, vals, is_ens) in enumerate(series):
+            ax.bar(
+                x - 0.4 + bw * (j + 0.5),
+                np.asarray(vals, dtype=float),
+                bw,
+                label=name,
+                color=cmap(j % 10),
+                hatch="//" if is_ens else None,
+                edgecolor="black" if is_ens else "none",
+                linewidth=0.5,
+            )
+        ax.set_xticks(x, datasets)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(0, 1)
+        ax.legend(ncol=min(4, len(series)), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+        return _png(fig)
+
+
+def diversity_scatter(
+    panels: Sequence[tuple[str, Any, Any, Any, Any]],
+    *,
+    title: str,
+    ylabel: str = "improvement Δ (ensemble − best member)",
+) -> bytes:
+    """Improvement vs diversity scatters (the paper's Fig. 5/6), one panel per diversity metric.
+
+    Args:
+        panels: ``(metric name, x values, Δ values, ensemble accuracy, parameter count)`` per panel;
+            colour = ensemble accuracy, marker area ∝ parameter count.
+        title: Figure title (dataset and consensus).
+        ylabel: Y-axis label.
+    """
+    plt = _plt()
+    n = len(panels)
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.8 * rows), squeeze=False, sharey=True)
+        all_acc = np.concatenate([np.asarray(p[3], dtype=float) for p in panels]) if panels else np.zeros(1)
+        vmin, vmax = float(np.nanmin(all_acc)), float(np.nanmax(all_acc))
+        if not math.isfinite(vmin) or vmin == vmax:
+            vmin, vmax = (vmin if math.isfinite(vmin) else 0.0) - 0.01, (vmax if math.isfinite(vmax) else 1.0) + 0.01
+        sc = None
+        for k, (name, xs, ys, acc, params) in enumerate(panels):
+            ax = axes[k // cols][k % cols]
+            p = np.asarray(params, dtype=float)
+            p = np.where(np.isfinite(p) & (p > 0), p, np.nan)
+            size = 12 + 60 * (p / np.nanmax(p)) if np.isfinite(p).any() else np.full(len(xs), 20.0)
+            size = np.where(np.isfinite(size), size, 20.0)
+            sc = ax.scatter(xs, ys, c=acc, s=size, cmap="viridis", vmin=vmin, vmax=vmax, alpha=0.85, linewidths=0)
+            ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+            ax.set_xlabel(name)
+            if k % cols == 0:
+                ax.set_ylabel("Δ")
+        for k in range(n, rows * cols):
+            axes[k // cols][k % cols].set_visible(False)
+        if sc is not None:
+            cbar = fig.colorbar(sc, ax=axes.ravel().tolist(), shrink=0.8)
+            cbar.set_label("ensemble top-1")
+        fig.suptitle(f"{title} — {ylabel}; marker size ∝ parameters", fontsize=10)
+        return _png(fig)
+
+
+def saliency_grid(
+    images: np.ndarray,
+    maps: np.ndarray,
+    members: Sequence[str],
+    captions: Sequence[str],
+    *,
+    title: str,
+) -> bytes:
+    """Input image and each member's saliency map per sample (the paper's Fig. 2/11).
+
+    Args:
+        images: uint8 ``(S, H, W, 3)`` inputs.
+        maps: ``(M, S, H', W')`` or ``(M, S, 3, H', W')`` attribution maps (absolute values are
+            taken, channels reduced by max, each map scaled to its own max).
+        members: The M member names (column titles).
+        captions: One caption per sample (row label, e.g. "label 3 / ens 3 ✓").
+        title: Figure title.
+    """
+    plt = _plt()
+    maps = np.abs(np.asarray(maps, dtype=np.float32))
+    if maps.ndim == 5:
+        maps = maps.max(axis=2)
+    m, s = maps.shape[:2]
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(s, m + 1, figsize=(1.35 * (m + 1), 1.4 * s + 0.4), squeeze=False)
+        for i in range(s):
+            axes[i][0].imshow(images[i])
+            axes[i][0].set_ylabel(captions[i], rotation=0, ha="right", va="center", fontsize=7)
+            for j in range(m):
+                a = maps[j, i]
+                peak = float(a.max())
+                axes[i][j + 1].imshow(a / peak if peak > 0 else a, cmap="inferno", vmin=0, vmax=1)
+            for ax in axes[i]:
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+        axes[0][0].set_title("input", fontsize=8)
+        for j, name in enumerate(members):
+            axes[0][j + 1].set_title(name, fontsize=8)
+        fig.suptitle(title, fontsize=10)
+        return _png(fig)
+
+
+def cka_heatmaps(matrices: Sequence[tuple[str, np.ndarray, Sequence[str]]]) -> bytes:
+    """Member x member CKA heatmaps (the paper's Fig. 12), one panel per (dataset, layer).
+
+    Args:
+        matrices: ``(panel title, (M, M) matrix, member names)`` per panel.
+    """
+    plt = _plt()
+    n = len(matrices)
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    with plt.rc_context({**_RC, "axes.grid": False}):
+        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
+        for k, (title, mat, names) in enumerate(matrices):
+            ax = axes[k // cols][k % cols]
+            im = ax.imshow(mat, cmap="magma", vmin=0, vmax=1)
+            ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+            ax.set_yticks(range(len(names)), names)
+            for (i, j), v in np.ndenumerate(mat):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
+            ax.set_title(title)
+            fig.colorbar(im, ax=ax, shrink=0.8)
+        for k in range(n, rows * cols):
+            axes[k // cols][k % cols].set_visible(False)
+        return _png(fig)
