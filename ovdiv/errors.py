@@ -20,6 +20,7 @@ __all__ = [
     "ExportError",
     "ExportMismatchError",
     "UnsupportedOpError",
+    "AttributionInputError",
     "MetricInputError",
     "TrainingError",
     "SupernetError",
@@ -86,6 +87,10 @@ class ExportMismatchError(ExportError):
 
 class UnsupportedOpError(OvdivError):
     """A model contains operations without a gradient (VJP) rule on the gradient path."""
+
+
+class AttributionInputError(OvdivError, ValueError):
+    """Inputs or targets passed to an attribution method have the wrong shape, dtype or values."""
 
 
 class MetricInputError(OvdivError, ValueError):
