@@ -144,9 +144,27 @@ def models() -> None:
 
 
 @models.command("list")
-def models_list() -> None:
-    """List registered architectures."""
-    _not_available("models list", "issue 2")
+@click.argument("pattern", required=False)
+@click.option("--tiny/--full", "tiny", default=None, help="Only tiny CPU variants / only full-size models.")
+def models_list(pattern: str | None, tiny: bool | None) -> None:
+    """List registered architectures (optionally matching a wildcard PATTERN, e.g. 'resnext*')."""
+    from rich.table import Table
+
+    from ovdiv.models import model_table
+
+    rows = model_table(pattern, tiny=tiny)
+    table = Table(title=f"ovdiv architectures ({len(rows)})")
+    table.add_column("name", no_wrap=True)
+    table.add_column("family", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("input", justify="right", no_wrap=True)
+    table.add_column("tiny", no_wrap=True)
+    table.add_column("description", overflow="fold")
+    for r in rows:
+        h, w = r["input_size"]
+        params = f"{r['params'] / 1e6:.2f} M" if r["params"] >= 1e6 else f"{r['params'] / 1e3:.1f} k"
+        table.add_row(r["name"], r["family"], params, f"{h}x{w}", "yes" if r["tiny"] else "", r["description"])
+    console.print(table)
 
 
 # ---- train -----------------------------------------------------------------------------------
