@@ -210,10 +210,150 @@ def export(checkpoint: Path) -> None:
 
 
 # ---- evaluate --------------------------------------------------------------------------------
-@cli.command()
-def evaluate() -> None:
-    """Evaluate an ensemble (or every k-subset of a pool) of deployed members."""
-    _not_available("evaluate", "issue 6")
+@cli.command(context_settings={"allow_interspersed_args": True})
+@click.argument("more_members", nargs=-1, type=click.Path(path_type=Path), metavar="[MEMBERS]...")
+@click.option(
+    "--ensemble",
+    "ensemble_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Members of ONE ensemble (.xml/.onnx/checkpoint); shell globs work: --ensemble ir/*.xml.",
+)
+@click.option(
+    "--pool",
+    "pool_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Members of a pool; with --size k every k-subset is scored from cached data.",
+)
+@click.option("--size", "subset_size", type=int, help="Subset size k for --pool.")
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    required=True,
+    help="Dataset spec, repeatable or comma-separated (demo, lines1.6@demo, imagenet, ...).",
+)
+@click.option(
+    "--consensus",
+    multiple=True,
+    default=("average",),
+    show_default=True,
+    type=click.Choice(["average", "average_probs", "majority", "median", "geometric"]),
+    help="Consensus rule(s); the first is the default, others add ':rule' metric rows.",
+)
+@click.option(
+    "--attribution",
+    default="saliency",
+    show_default=True,
+    type=click.Choice(["saliency", "ig", "smoothgrad", "input_x_gradient", "none"]),
+)
+@click.option(
+    "--attribution-target", default="ensemble", show_default=True, type=click.Choice(["ensemble", "member", "label"])
+)
+@click.option("--attribution-norm", default="max", show_default=True, type=click.Choice(["max", "sum", "none"]))
+@click.option("--attribution-samples", type=int, help="Attribution on the first N images (default: all).")
+@click.option("--cka-samples", type=int, default=256, show_default=True, help="CKA on the first N images (0: off).")
+@click.option("--limit", type=int, help="Use the first N images of each dataset.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--workers", type=int, help="Data-preparation workers.")
+@click.option("--shard", help="i/n: compute this shard's chunks only (shards merge through the cache).")
+@click.option("--device", default="CPU", show_default=True, help="CPU, GPU or AUTO.")
+@click.option("--precision", default="f32", show_default=True, type=click.Choice(["f32", "bf16", "f16", "model"]))
+@click.option(
+    "--backend",
+    type=click.Choice(["openvino", "onnxruntime", "torch"]),
+    help="Default: openvino for .xml/.onnx, torch for checkpoints.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data-root", type=click.Path(path_type=Path))
+@click.option("--cache-dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True)
+@click.option("--report/--no-report", "with_report", default=False, help="Also write report.html into --out.")
+def evaluate(
+    more_members: tuple[Path, ...],
+    ensemble_paths: tuple[Path, ...],
+    pool_paths: tuple[Path, ...],
+    subset_size: int | None,
+    datasets: tuple[str, ...],
+    consensus: tuple[str, ...],
+    attribution: str,
+    attribution_target: str,
+    attribution_norm: str,
+    attribution_samples: int | None,
+    cka_samples: int,
+    limit: int | None,
+    batch_size: int,
+    workers: int | None,
+    shard: str | None,
+    device: str,
+    precision: str,
+    backend: str | None,
+    seed: int,
+    data_root: Path | None,
+    cache_dir: Path | None,
+    out: Path,
+    with_report: bool,
+) -> None:
+    r"""Evaluate an ensemble (or every k-subset of a pool) of deployed members.
+
+    \b
+    ovdiv evaluate --ensemble ir/*.xml --dataset demo --dataset lines1.6@demo
+    ovdiv evaluate --pool ir/*.xml --size 3 --dataset demo --attribution none
+    """
+    from ovdiv.errors import ConfigError
+    from ovdiv.evaluate import evaluate as run_evaluation
+
+    if ensemble_paths and pool_paths:
+        raise ConfigError("give either --ensemble or --pool, not both")
+    if not (ensemble_paths or pool_paths):
+        raise ConfigError("no members given", "use --ensemble A.xml B.xml ... or --pool P... --size k")
+    if subset_size is not None and not pool_paths:
+        raise ConfigError("--size needs --pool", "use --pool P... --size k")
+    paths = [*(ensemble_paths or pool_paths), *more_members]
+    specs = [s for d in datasets for s in _csv_list(d)]
+    with progress_bar() as progress:
+        res = run_evaluation(
+            paths,
+            specs,
+            subset_size=subset_size,
+            consensus=consensus,
+            attribution=attribution,
+            attribution_target=attribution_target,
+            attribution_norm=attribution_norm,
+            attribution_samples=attribution_samples,
+            cka_samples=cka_samples,
+            limit=limit,
+            batch_size=batch_size,
+            workers=workers,
+            shard=shard,
+            device=device,
+            precision=precision,
+            backend=backend,
+            seed=seed,
+            data_root=data_root,
+            cache_dir=cache_dir,
+            out=None,
+            progress=progress,
+        )
+    if not res.complete:
+        console.print(f"shard {shard} done; run the remaining shards, then rerun without --shard to merge.")
+        return
+    res.save(out)
+    from rich.table import Table
+
+    for dataset, (header, body) in res.summary().items():
+        table = Table(title=f"{dataset}", title_justify="left")
+        for i, col in enumerate(header):
+            table.add_column(col, justify="left" if i == 0 else "right")
+        for row in body:
+            table.add_row(*[c if isinstance(c, str) else "—" if c is None else f"{c:.4f}" for c in row])
+        console.print(table)
+    console.print(f"results: {out / 'results.json'}  {out / 'results.csv'}")
+    if with_report:
+        from ovdiv.report import write_report
+
+        console.print(f"report: {write_report(out)}")
 
 
 # ---- report ----------------------------------------------------------------------------------

@@ -1,0 +1,41 @@
+"""The evaluation engine: ensembles of deployed members on datasets, cached, with tidy results.
+
+Public API: :class:`Ensemble`, :func:`evaluate`, :class:`EvalResult`, :class:`EvalOptions`, and
+:class:`Policy` (from :mod:`ovdiv.evaluate.policy`, imported lazily).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ovdiv.evaluate.cache import EvalCache, default_cache_dir
+from ovdiv.evaluate.datasets import ArrayDataset
+from ovdiv.evaluate.engine import evaluate
+from ovdiv.evaluate.ensemble import Ensemble, ensemble_name
+from ovdiv.evaluate.options import EvalOptions, parse_shard
+from ovdiv.evaluate.results import RESULTS_SCHEMA, EvalResult
+
+__all__ = [
+    "ArrayDataset",
+    "Ensemble",
+    "EvalCache",
+    "EvalOptions",
+    "EvalResult",
+    "Policy",
+    "RESULTS_SCHEMA",
+    "default_cache_dir",
+    "ensemble_name",
+    "evaluate",
+    "parse_shard",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Policy":
+        try:
+            module = importlib.import_module("ovdiv.evaluate.policy")
+        except ImportError as exc:  # pragma: no cover - policy module missing from this build
+            raise ImportError(f"ovdiv.evaluate.Policy is unavailable ({exc})") from exc
+        return module.Policy
+    raise AttributeError(f"module 'ovdiv.evaluate' has no attribute {name!r}")

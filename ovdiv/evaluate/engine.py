@@ -1,0 +1,531 @@
+"""The evaluation engine behind ``ovdiv evaluate`` and :func:`ovdiv.evaluate`.
+
+Work is split into units that are cached independently (see :mod:`ovdiv.evaluate.cache`):
+
+1. **logits** — (member, dataset): the dataset is streamed from the prepared-data cache in chunks of
+   ``chunk_size`` images; each chunk's logits ``(B, C)`` float32 is one cache file. An interrupted run
+   resumes after the last whole chunk; ``--shard i/n`` computes chunks ``c % n == i`` only.
+2. **features** — (member, dataset, n): penultimate and pooled stage features of the first
+   ``cka_samples`` images, for CKA.
+3. **attribution** — (pool, dataset, attribution setting): per chunk of the first
+   ``attribution_samples`` images, every member's map for the target class (pool ensemble prediction,
+   member prediction or label) is computed batch by batch, folded into the pool's pairwise attribution
+   statistics (:class:`ovdiv.metrics.PoolStats`) and dropped; a few maps are kept for the report.
+
+Scoring (:mod:`ovdiv.evaluate.scoring`) then runs on cached data only: member rows, and ensemble rows
+for one ensemble or every k-subset of the pool, without running any model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ovdiv.errors import ConfigError, MemberError
+from ovdiv.evaluate.cache import EvalCache
+from ovdiv.evaluate.ensemble import Ensemble
+from ovdiv.evaluate.options import EvalOptions
+from ovdiv.evaluate.results import EvalResult
+from ovdiv.runtime import Member
+from ovdiv.types import AttributionMethod, AttributionTarget, Progress, ProgressCallback, no_progress
+from ovdiv.versions import tool_versions
+
+__all__ = ["evaluate", "Evaluator"]
+
+log = logging.getLogger("ovdiv.evaluate")
+
+Chunk = tuple[int, int]
+
+
+def _as_ensemble(
+    ens_or_pool: Ensemble | Sequence[Member] | Sequence[str | os.PathLike[str]],
+    *,
+    device: str,
+    precision: str,
+    backend: str | None,
+) -> Ensemble:
+    if isinstance(ens_or_pool, Ensemble):
+        return ens_or_pool
+    if isinstance(ens_or_pool, str | os.PathLike):
+        ens_or_pool = [ens_or_pool]
+    items = list(ens_or_pool)
+    if items and all(isinstance(x, Member) for x in items):
+        return Ensemble(items)  # type: ignore[arg-type]
+    if any(isinstance(x, Member) for x in items):
+        raise ConfigError("mix of loaded members and paths", "pass either Member objects or paths")
+    return Ensemble.from_paths(items, device=device, precision=precision, backend=backend)  # type: ignore[arg-type]
+
+
+class Evaluator:
+    """One evaluation run (see module docstring); :func:`evaluate` is the public entry point."""
+
+    def __init__(
+        self,
+        ensemble: Ensemble,
+        options: EvalOptions,
+        *,
+        cache: EvalCache,
+        data_root: str | os.PathLike[str] | None,
+        data_cache_dir: str | os.PathLike[str] | None,
+        progress: ProgressCallback,
+    ) -> None:
+        self.ens = ensemble
+        self.opt = options
+        self.cache = cache
+        self.data_root = data_root
+        self.data_cache_dir = data_cache_dir
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def _tick(self, stage: str, t0: float) -> None:
+        self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - t0, 4)
+
+    def chunks(self, n: int, stop: int | None = None) -> list[Chunk]:
+        """The chunk grid ``[(start, stop), ...]`` over ``n`` samples (optionally truncated at ``stop``)."""
+        cs = self.opt.chunk_size
+        out = [(s, min(s + cs, n)) for s in range(0, n, cs)]
+        if stop is not None:
+            out = [(s, min(e, stop)) for s, e in out if s < stop]
+        return out
+
+    def mine(self, index: int) -> bool:
+        """Whether chunk ``index`` belongs to this shard."""
+        return self.opt.shard is None or index % self.opt.shard[1] == self.opt.shard[0]
+
+    def _member_key(self, m: Member, ds: Any) -> dict[str, Any]:
+        return {
+            "member": m.content_hash,
+            "dataset": ds.manifest["manifest_hash"],
+            "precision": str(m.precision),
+            "device": m.device,
+            "backend": str(m.backend),
+            "chunk_size": self.opt.chunk_size,
+        }
+
+    # ---- logits -----------------------------------------------------------------------------
+    def logits_dir(self, m: Member, ds: Any) -> Path:
+        """Cache folder of (member, dataset) logits."""
+        desc = {**self._member_key(m, ds), "kind": "logits", "name": m.name, "spec": ds.manifest.get("spec")}
+        return self.cache.unit_dir("logits", self.cache.key(**self._member_key(m, ds)), desc)
+
+    def run_logits(self, m: Member, ds: Any, spec: str) -> None:
+        """Compute the missing logits chunks of this shard for one (member, dataset) unit."""
+        d = self.logits_dir(m, ds)
+        grid = self.chunks(len(ds))
+        todo = [c for i, c in enumerate(grid) if self.mine(i)]
+        task = f"logits {m.name} @ {spec}"
+        done = 0
+        total = sum(e - s for s, e in todo)
+        for s, e in todo:
+            path = d / self.cache.chunk_name(s, e, "npy")
+            if path.is_file():
+                self.cache.count("logits", True)
+                done += e - s
+                self.progress(Progress(task, done, total, "cached"))
+                continue
+            self.cache.count("logits", False)
+            buf = np.empty((e - s, m.num_classes), dtype=np.float32)
+            bs = self.opt.batch_size
+            m.predict_batches(((b - s, imgs) for b, imgs, _ in ds.batches(bs, start=s, stop=e)), buf)
+            self.cache.save_npy(path, buf)
+            done += e - s
+            self.progress(Progress(task, done, total))
+
+    def load_logits(self, m: Member, ds: Any, stop: int | None = None) -> npt.NDArray[np.float32] | None:
+        """All cached logits ``(N, C)`` (or the first ``stop`` rows) of one unit; None if a chunk is missing."""
+        d = self.logits_dir(m, ds)
+        parts = []
+        for s, e in self.chunks(len(ds), stop):
+            full_e = min(s + self.opt.chunk_size, len(ds))
+            arr = self.cache.load_npy(d / self.cache.chunk_name(s, full_e, "npy"))
+            if arr is None:
+                return None
+            parts.append(arr[: e - s])
+        if not parts:
+            return np.empty((0, m.num_classes), np.float32)
+        return np.concatenate(parts)
+
+    def chunk_logits(self, ds: Any, s: int, e: int) -> npt.NDArray[np.float32]:
+        """Pool logits ``(M, e - s, C)`` of one grid chunk (must be cached)."""
+        out = []
+        full_e = min(s + self.opt.chunk_size, len(ds))
+        for m in self.ens:
+            arr = self.cache.load_npy(self.logits_dir(m, ds) / self.cache.chunk_name(s, full_e, "npy"))
+            if arr is None:
+                raise MemberError(f"member {m.name}: logits of chunk {s}:{full_e} vanished from the cache")
+            out.append(arr[: e - s])
+        return np.stack(out)
+
+    # ---- features ---------------------------------------------------------------------------
+    def features_path(self, m: Member, ds: Any) -> Path:
+        """Cache file of (member, dataset, n) CKA features."""
+        n = min(self.opt.cka_samples, len(ds))
+        key = {**self._member_key(m, ds), "kind": "features", "n": n}
+        return self.cache.unit_dir("features", self.cache.key(**key), key) / "features.npz"
+
+    def run_features(self, m: Member, ds: Any, spec: str) -> None:
+        """Compute CKA features of the first ``cka_samples`` images (shard 0 does it)."""
+        if self.opt.cka_samples <= 0 or (self.opt.shard is not None and self.opt.shard[0] != 0):
+            return
+        path = self.features_path(m, ds)
+        if path.is_file():
+            self.cache.count("features", True)
+            return
+        self.cache.count("features", False)
+        n = min(self.opt.cka_samples, len(ds))
+        self.progress(Progress(f"features {m.name} @ {spec}", 0, n))
+        feats = m.features(np.asarray(ds.images[:n]), batch_size=self.opt.batch_size)
+        self.cache.save_npz(path, **feats)
+        self.progress(Progress(f"features {m.name} @ {spec}", n, n))
+
+    def load_features(self, m: Member, ds: Any) -> dict[str, np.ndarray] | None:
+        """Cached CKA features of one member, or None."""
+        if self.opt.cka_samples <= 0:
+            return None
+        return self.cache.load_npz(self.features_path(m, ds))
+
+    # ---- attribution ------------------------------------------------------------------------
+    def attribution_n(self, ds: Any) -> int:
+        """Number of leading samples with attribution maps."""
+        if self.opt.attribution is AttributionMethod.NONE or len(self.ens) < 2:
+            return 0
+        n = len(ds)
+        return n if self.opt.attribution_samples is None else min(n, self.opt.attribution_samples)
+
+    def attribution_dir(self, ds: Any) -> Path:
+        """Cache folder of the pool's attribution statistics on one dataset."""
+        key = {
+            "kind": "attribution",
+            "members": [self._member_key(m, ds) for m in self.ens],
+            "method": str(self.opt.attribution),
+            "params": self.opt.attribution_params,
+            "target": str(self.opt.attribution_target),
+            "norm": str(self.opt.attribution_norm),
+            "consensus": str(self.opt.consensus[0]),
+            "seed": self.opt.seed,
+            "examples": self.opt.examples,
+        }
+        return self.cache.unit_dir("attribution", self.cache.key(**key), {**key, "names": self.ens.names})
+
+    def _explainers(self) -> list[Any]:
+        attr: Any = importlib.import_module("ovdiv.attribution")
+
+        cls = {
+            AttributionMethod.SALIENCY: attr.Saliency,
+            AttributionMethod.IG: attr.IntegratedGradients,
+            AttributionMethod.SMOOTHGRAD: attr.SmoothGrad,
+            AttributionMethod.INPUT_X_GRADIENT: attr.InputXGradient,
+        }[self.opt.attribution]
+        return [cls(m) for m in self.ens]
+
+    def _targets(self, logits: np.ndarray, labels: np.ndarray, start: int) -> np.ndarray:
+        """Target classes ``(M, B)`` for one batch of pool logits ``(M, B, C)``."""
+        t = self.opt.attribution_target
+        m = logits.shape[0]
+        if t is AttributionTarget.LABEL:
+            return np.broadcast_to(labels.astype(np.int64), (m, len(labels)))
+        if t is AttributionTarget.MEMBER:
+            return logits.argmax(axis=2).astype(np.int64)
+        from ovdiv.metrics import ensemble_predict
+
+        pred = ensemble_predict(logits, self.opt.consensus[0], seed=self.opt.seed, index_offset=start)
+        return np.broadcast_to(np.asarray(pred, np.int64), (m, len(labels)))
+
+    def run_attribution(self, ds: Any, spec: str) -> None:
+        """Fold attribution maps of this shard's chunks into cached pairwise statistics."""
+        from ovdiv.evaluate.scoring import new_attribution_stats, postprocess_maps
+
+        n_att = self.attribution_n(ds)
+        if n_att == 0:
+            return
+        d = self.attribution_dir(ds)
+        todo = [(i, c) for i, c in enumerate(self.chunks(len(ds), n_att)) if self.mine(i)]
+        missing = [(i, c) for i, c in todo if not (d / self.cache.chunk_name(c[0], c[1], "npz")).is_file()]
+        self.cache.count("attribution", False) if missing else None
+        for _ in range(len(todo) - len(missing)):
+            self.cache.count("attribution", True)
+        if not missing:
+            return
+        explainers = self._explainers()
+        task = f"attribution {self.opt.attribution} @ {spec}"
+        total = sum(e - s for _, (s, e) in todo)
+        done = total - sum(e - s for _, (s, e) in missing)
+        for i, (s, e) in missing:
+            stats = new_attribution_stats(self.ens.names, self.ens.num_classes, self.opt)
+            pool_logits = self.chunk_logits(ds, s, e)
+            keep: list[np.ndarray] = []
+            ex_n = self.opt.examples if i == 0 else 0
+            for b, imgs, labels in ds.batches(self.opt.batch_size, start=s, stop=e):
+                lg = pool_logits[:, b - s : b - s + len(imgs)]
+                targets = self._targets(lg, np.asarray(labels), b)
+                maps = np.stack(
+                    [
+                        np.asarray(ex.attribute(np.asarray(imgs), target=targets[k], **self.opt.attribution_params))
+                        for k, ex in enumerate(explainers)
+                    ]
+                ).astype(np.float32)
+                stats.update(lg, np.asarray(labels), maps)
+                if b - s < ex_n:
+                    keep.append(postprocess_maps(maps[:, : ex_n - (b - s)]))
+                del maps
+                done += len(imgs)
+                self.progress(Progress(task, done, total))
+            if keep:
+                ex_idx = np.arange(s, s + min(ex_n, e - s))
+                from ovdiv.metrics import ensemble_predict
+
+                ens_pred = ensemble_predict(
+                    pool_logits[:, : len(ex_idx)], self.opt.consensus[0], seed=self.opt.seed, index_offset=s
+                )
+                self.cache.save_npz(
+                    d / "examples.npz",
+                    images=np.asarray(ds.images[ex_idx[0] : ex_idx[-1] + 1]),
+                    maps=np.concatenate(keep, axis=1).astype(np.float32),
+                    labels=np.asarray(ds.labels[ex_idx[0] : ex_idx[-1] + 1], np.int64),
+                    ensemble_pred=np.asarray(ens_pred, np.int64),
+                    indices=ex_idx.astype(np.int64),
+                    members=np.asarray(self.ens.names),
+                    dataset=np.asarray(spec),
+                    method=np.asarray(str(self.opt.attribution)),
+                )
+            stats.save(d / self.cache.chunk_name(s, e, "npz"))
+
+    def load_attribution(self, ds: Any) -> Any | None:
+        """Merged pairwise attribution statistics of the pool on one dataset (None: off or incomplete)."""
+        from ovdiv.evaluate.scoring import load_attribution_stats
+
+        n_att = self.attribution_n(ds)
+        if n_att == 0:
+            return None
+        d = self.attribution_dir(ds)
+        paths = [d / self.cache.chunk_name(s, e, "npz") for s, e in self.chunks(len(ds), n_att)]
+        if not all(p.is_file() for p in paths):
+            return None
+        return load_attribution_stats(paths)
+
+    def attribution_complete(self, ds: Any) -> bool:
+        """All attribution chunks are cached (or attribution is off)."""
+        n_att = self.attribution_n(ds)
+        d = self.attribution_dir(ds) if n_att else None
+        return n_att == 0 or all(
+            (d / self.cache.chunk_name(s, e, "npz")).is_file()  # type: ignore[operator]
+            for s, e in self.chunks(len(ds), n_att)
+        )
+
+    def load_examples(self, ds: Any) -> dict[str, np.ndarray] | None:
+        """The report's example maps of one dataset, if attribution ran."""
+        if self.attribution_n(ds) == 0 or self.opt.examples == 0:
+            return None
+        return self.cache.load_npz(self.attribution_dir(ds) / "examples.npz")
+
+
+def evaluate(
+    ens_or_pool: Ensemble | Sequence[Member] | Sequence[str | os.PathLike[str]],
+    datasets: str | Sequence[Any] = ("demo",),
+    *,
+    attribution: str | None = "saliency",
+    subset_size: int | None = None,
+    limit: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    consensus: str | Sequence[str] = "average",
+    attribution_target: str = "ensemble",
+    attribution_norm: str = "max",
+    attribution_samples: int | None = None,
+    attribution_params: dict[str, Any] | None = None,
+    cka_samples: int = 256,
+    batch_size: int = 32,
+    workers: int | None = None,
+    shard: str | tuple[int, int] | None = None,
+    device: str = "CPU",
+    precision: str = "f32",
+    backend: str | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    chunk_size: int = 512,
+    examples: int = 16,
+    out: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> EvalResult:
+    """Evaluate one ensemble, or every k-subset of a pool, on datasets of deployed-member inputs.
+
+    Args:
+        ens_or_pool: An :class:`Ensemble`, loaded members, or artifact paths (loaded with ``device``,
+            ``precision``, ``backend``).
+        datasets: Dataset specs (``demo``, ``lines1.6@demo``, ``imagenet``, ...; see :mod:`ovdiv.data`) or
+            dataset objects such as :class:`~ovdiv.evaluate.datasets.ArrayDataset`.
+        attribution: ``saliency`` (default), ``ig``, ``smoothgrad``, ``input_x_gradient`` or ``none``.
+        subset_size: Score every ``k``-subset of the pool (None: the whole pool is one ensemble).
+        limit: First N images of each dataset.
+        cache_dir: Cache root (prepared data and evaluation work); default ``~/.cache/ovdiv``.
+        consensus: Consensus rule(s); the first is the default for unsuffixed metric names.
+        attribution_target: ``ensemble`` (default), ``member`` or ``label``.
+        attribution_norm: ``max`` (default), ``sum`` or ``none``.
+        attribution_samples: Attribution on the first N images (default all).
+        attribution_params: Extra keyword arguments for the attribution method.
+        cka_samples: CKA features on the first N images (0 = off).
+        batch_size: Images per inference request.
+        workers: Data-preparation workers.
+        shard: ``"i/n"``: compute only this shard's chunks; results appear once all shards are cached.
+        device: Device for paths (``CPU``, ``GPU``, ``AUTO``).
+        precision: Inference precision for paths (``f32`` default, ``bf16``, ``f16``, ``model``).
+        backend: Backend for paths (``openvino`` default, ``onnxruntime``, ``torch``).
+        data_root: Root of on-disk datasets (ImageNet etc.).
+        seed: Dataset seed and majority-vote tie-break seed.
+        chunk_size: Images per cached chunk (resume granularity).
+        examples: Attribution maps kept per dataset for the report.
+        out: Write ``results.json``, ``results.csv`` and ``extras/`` here.
+        progress: Progress callback.
+
+    Returns:
+        An :class:`EvalResult` (``complete=False`` and no rows for a shard whose siblings are not done).
+
+    Raises:
+        OvdivError: bad members, datasets or options; NaN logits (naming each member). Nothing is
+            written to ``out`` in that case.
+    """
+    t_start = time.perf_counter()
+    from ovdiv.evaluate.scoring import score_dataset
+
+    progress = progress or no_progress
+    opt = EvalOptions.build(
+        subset_size=subset_size,
+        consensus=consensus,
+        attribution=attribution,
+        attribution_target=attribution_target,
+        attribution_norm=attribution_norm,
+        attribution_samples=attribution_samples,
+        attribution_params=attribution_params,
+        cka_samples=cka_samples,
+        limit=limit,
+        batch_size=batch_size,
+        workers=workers,
+        shard=shard,
+        seed=seed,
+        chunk_size=chunk_size,
+        examples=examples,
+    )
+    items: list[Any] = [datasets] if isinstance(datasets, str) or hasattr(datasets, "batches") else list(datasets)
+    specs = [d if isinstance(d, str) else str(d.manifest["spec"]) for d in items]
+    if not specs:
+        raise ConfigError("no dataset given", "pass --dataset SPEC (e.g. demo or lines1.6@demo)")
+    ens = _as_ensemble(ens_or_pool, device=device, precision=precision, backend=backend)
+    k = opt.subset_size
+    if k is not None and not 2 <= k <= len(ens):
+        raise ConfigError(f"--size {k} is not between 2 and the pool size {len(ens)}")
+    cache = EvalCache(cache_dir)
+    ev = Evaluator(ens, opt, cache=cache, data_root=data_root, data_cache_dir=cache_dir, progress=progress)
+
+    t0 = time.perf_counter()
+    prepared = []
+    for spec, item in zip(specs, items, strict=True):
+        if not isinstance(item, str):
+            prepared.append(item)
+            continue
+        prepare = importlib.import_module("ovdiv.data").prepare
+        prepared.append(
+            prepare(
+                spec,
+                limit=opt.limit,
+                data_root=data_root,
+                cache_dir=cache_dir,
+                seed=opt.seed,
+                workers=opt.workers,
+                progress=progress,
+            )
+        )
+    ev._tick("prepare", t0)
+
+    for spec, ds in zip(specs, prepared, strict=True):
+        t0 = time.perf_counter()
+        for m in ens:
+            ev.run_logits(m, ds, spec)
+        ev._tick("logits", t0)
+        t0 = time.perf_counter()
+        if len(ens) >= 2:
+            for m in ens:
+                ev.run_features(m, ds, spec)
+        ev._tick("features", t0)
+        t0 = time.perf_counter()
+        ev.run_attribution(ds, spec)
+        ev._tick("attribution", t0)
+
+    metadata: dict[str, Any] = {
+        "versions": tool_versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "device": sorted({m.device for m in ens})[0] if len({m.device for m in ens}) == 1 else "mixed",
+        "precision": ",".join(sorted({str(m.precision) for m in ens})),
+        "inference_precision": ",".join(sorted({m.inference_precision for m in ens})),
+        "backend": ",".join(sorted({str(m.backend) for m in ens})),
+        "members": ens.info(),
+        "datasets": [{"spec": s, "manifest": dict(ds.manifest)} for s, ds in zip(specs, prepared, strict=True)],
+        "pool": ens.name,
+        "options": opt.to_dict(),
+    }
+
+    complete = all(ev.load_logits(m, ds) is not None for ds in prepared for m in ens) and all(
+        ev.attribution_complete(ds) for ds in prepared
+    )
+    if not complete:
+        ev.timings["total"] = round(time.perf_counter() - t_start, 4)
+        metadata["timings"] = ev.timings
+        metadata["cache"] = cache.stats()
+        log.info("shard %s done; other shards' chunks are not cached yet", opt.to_dict()["shard"])
+        return EvalResult(rows=[], metadata=metadata, complete=False)
+
+    t0 = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    extras: dict[str, dict[str, str]] = {}
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    nan_report: list[str] = []
+    for spec, ds in zip(specs, prepared, strict=True):
+        for m in ens:
+            lg = ev.load_logits(m, ds)
+            bad = int((~np.isfinite(lg)).any(axis=1).sum()) if lg is not None else 0
+            if bad:
+                nan_report.append(f"{m.name} ({bad} of {len(lg)} images on {spec})")  # type: ignore[arg-type]
+            del lg
+    if nan_report:
+        raise MemberError(
+            "non-finite (NaN/inf) logits from member(s): " + "; ".join(nan_report),
+            "check the artifact and try --precision f32",
+        )
+    for spec, ds in zip(specs, prepared, strict=True):
+        logits = np.stack([ev.load_logits(m, ds) for m in ens])  # type: ignore[misc]
+        feats = [ev.load_features(m, ds) for m in ens] if len(ens) >= 2 else None
+        ds_rows, ds_arrays = score_dataset(
+            spec,
+            names=ens.names,
+            logits=logits,
+            labels=np.asarray(ds.labels),
+            options=opt,
+            attribution_stats=ev.load_attribution(ds),
+            features=feats,
+            examples=ev.load_examples(ds),
+        )
+        rows.extend(ds_rows)
+        for kind, arrs in ds_arrays.items():
+            from ovdiv.evaluate.results import slug
+
+            rel = f"extras/{kind}_{slug(spec)}.npz"
+            arrays[rel] = arrs
+            extras.setdefault(kind, {})[spec] = rel
+        del logits
+    ev._tick("scoring", t0)
+    ev.timings["total"] = round(time.perf_counter() - t_start, 4)
+    metadata["timings"] = ev.timings
+    metadata["cache"] = cache.stats()
+    metadata["ensembles"] = list(dict.fromkeys(r["ensemble"] for r in rows if r["ensemble"] is not None))
+    result = EvalResult(rows=rows, metadata=metadata, extras=extras, arrays=arrays)
+    if out is not None:
+        result.save(out)
+    return result
