@@ -267,7 +267,8 @@ def build_loaders(
     train = DataLoader(train_ds, batch_size=batch_size, sampler=train_sampler, drop_last=True, **common)
     val = None
     if val_ds is not None:
-        val = DataLoader(val_ds, batch_size=batch_size, sampler=SequentialSampler(val_ds)  # type: ignore[arg-type], **common)
+        seq = SequentialSampler(val_ds)  # type: ignore[arg-type]
+        val = DataLoader(val_ds, batch_size=batch_size, sampler=seq, **common)
     return Loaders(
         train=train,
         val=val,
