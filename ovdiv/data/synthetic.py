@@ -29,7 +29,7 @@ import numpy.typing as npt
 from ovdiv.data.seeding import image_seed, stream_seed
 from ovdiv.errors import DataError
 
-__all__ = ["DEMO_CLASSES", "DEMO_ATTRIBUTES", "BLOCK", "make_demo", "demo_labels"]
+__all__ = ["DEMO_CLASSES", "DEMO_ATTRIBUTES", "DEMO_SIZES", "BLOCK", "make_demo", "demo_images", "demo_labels"]
 
 BLOCK = 32
 """Images are rendered in index-aligned blocks of this many images (part of the byte contract)."""
@@ -54,6 +54,9 @@ DEMO_ATTRIBUTES: list[tuple[str, str, str]] = [
 
 DEMO_CLASSES: list[str] = [f"{c}_{t}_{s}" for s, t, c in DEMO_ATTRIBUTES]
 """Class names in label order, e.g. ``"red_stripes_circle"``."""
+
+DEMO_SIZES: dict[str, int] = {"test": 1000, "train": 10000}
+"""Number of images of the ``demo`` (test) and ``demo:train`` dataset specs."""
 
 _NUM_CLASSES = len(DEMO_CLASSES)
 _CLS_SHAPE = np.array([_SHAPES.index(s) for s, _, _ in DEMO_ATTRIBUTES])
@@ -125,6 +128,26 @@ def make_demo(
         block = _render_block(base, b0, block_labels, size)
         lo, hi = max(start, b0), min(start + n, b0 + BLOCK)
         images[lo - start : hi - start] = block[lo - b0 : hi - b0]
+    return images, labels
+
+
+def demo_images(
+    indices: npt.ArrayLike, *, size: int = 64, seed: int = 0, split: Split = "test"
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """Images and labels at arbitrary indices (any order, repeats allowed); same bytes as :func:`make_demo`.
+
+    Each index-aligned block of :data:`BLOCK` images that contains a requested index is rendered once.
+    """
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    images = np.empty((len(idx), size, size, 3), dtype=np.uint8)
+    labels = np.empty(len(idx), dtype=np.int64)
+    if len(idx) and idx.min() < 0:
+        raise DataError(f"demo: negative image index {int(idx.min())}")
+    for b in np.unique(idx // BLOCK):
+        sel = np.flatnonzero(idx // BLOCK == b)
+        block, block_labels = make_demo(BLOCK, size=size, seed=seed, split=split, start=int(b) * BLOCK)
+        images[sel] = block[idx[sel] - int(b) * BLOCK]
+        labels[sel] = block_labels[idx[sel] - int(b) * BLOCK]
     return images, labels
 
 
@@ -211,7 +234,7 @@ def _render_block(base_seed: int, first_index: int, labels: np.ndarray, size: in
     field = np.matmul(np.matmul(w[None], grids[:, 0]), w.T[None]).reshape(nb, 1, npx)
     bang = col(p[6] * 2 * np.pi)
     bfreq = col((4.0 + 8.0 * p[7]) * 2 * np.pi)
-    bamp = col(0.18 * p[8] * (p[9] < 0.6))
+    bamp = col(0.25 * p[8] * (p[9] < 0.7))
     stripes = np.sin((gx * np.cos(bang) + gy * np.sin(bang)) * bfreq) * bamp
     img = field * (c2 - c1)  # (B, 3, P)
     img += c1
@@ -219,7 +242,7 @@ def _render_block(base_seed: int, first_index: int, labels: np.ndarray, size: in
 
     # ---- the object ---------------------------------------------------------------------------
     cx, cy = col(0.3 + 0.4 * p[10]), col(0.3 + 0.4 * p[11])
-    radius = col(0.2 + 0.14 * p[12])
+    radius = col(0.15 + 0.17 * p[12])
     ang = col(p[13] * 2 * np.pi)
     ca, sa = np.cos(ang) / radius, np.sin(ang) / radius
     dx, dy = gx - cx, gy - cy
@@ -238,8 +261,8 @@ def _render_block(base_seed: int, first_index: int, labels: np.ndarray, size: in
         if sel.size:
             tex[sel] = _texture(k, u[sel], v[sel], freq[sel])
     alpha = np.clip(0.5 - dist * (radius * size), 0.0, 1.0)
-    hue = (_CLS_HUE[labels] + 0.08 * (p[15] - 0.5)) % 1.0
-    col_a = _hsv_to_rgb(hue, 0.55 + 0.45 * p[16], 0.6 + 0.4 * p[17])[:, :, None]  # (B, 3, 1)
+    hue = (_CLS_HUE[labels] + 0.12 * (p[15] - 0.5)) % 1.0
+    col_a = _hsv_to_rgb(hue, 0.4 + 0.6 * p[16], 0.5 + 0.5 * p[17])[:, :, None]  # (B, 3, 1)
     col_b = col_a * (0.25 + 0.3 * p[18]).astype(f32)[:, None, None]
     fg = tex * (col_b - col_a)  # (B, 3, P)
     fg += col_a
@@ -250,10 +273,10 @@ def _render_block(base_seed: int, first_index: int, labels: np.ndarray, size: in
     # ---- occluders: up to two rectangles of random colour near the object ------------------------
     for o in range(2):
         q = 19 + 5 * o
-        present = p[q] < (0.55 if o == 0 else 0.25)
+        present = p[q] < (0.7 if o == 0 else 0.35)
         if not present.any():
             continue
-        half = col(0.06 + 0.12 * p[q + 1])
+        half = col(0.06 + 0.16 * p[q + 1])
         ox = cx + col((p[q + 2] - 0.5) * 2.0) * radius
         oy = cy + col((p[q + 3] - 0.5) * 2.0) * radius
         mask = (np.abs(gx - ox) < half) & (np.abs(gy - oy) < 0.5 * half) & present[:, None, None]
@@ -262,7 +285,7 @@ def _render_block(base_seed: int, first_index: int, labels: np.ndarray, size: in
 
     # ---- lighting and noise ---------------------------------------------------------------------
     gain = col(0.75 + 0.45 * p[29])
-    namp = col((0.02 + 0.08 * p[30]) / 127.5)
+    namp = col((0.03 + 0.12 * p[30]) / 127.5)
     img *= gain * f32(255.0)
     noise_f = noise.reshape(nb, 3, npx).astype(f32)
     noise_f -= f32(127.5)
