@@ -15,6 +15,7 @@ Schema (keys not listed are rejected)::
       "optimizer": {"name": "adabelief", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-8},
       "schedule": {"name": "step", "step_epochs": 30, "gamma": 0.1},
       "epochs": 100, "batch_size": 64,
+      "transforms": {"train_crop": "random_resized_crop", ...},          # as in member recipes (optional)
       "attribution": {"target": "label", "norm": "max"},                  # attribution_diversity only
       "snapshot": {"cycles": 5},                                          # snapshot only
       "prune_and_tune": {"pairs": 1, "sparsity": 0.5, "parent": null, "parent_epochs": 30,
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ovdiv.errors import ConfigError
+from ovdiv.models.recipes import TransformSpec, _parse_transforms
 from ovdiv.train.data import IMAGENET_MEAN, IMAGENET_STD
 from ovdiv.train.losses import GNCL_CONSENSUS
 from ovdiv.train.optim import OPTIMIZERS, SCHEDULES
@@ -139,6 +141,7 @@ class EnsembleConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     data: DataConfig = field(default_factory=DataConfig)
+    transforms: TransformSpec = field(default_factory=TransformSpec)
     attribution: dict[str, str] = field(default_factory=lambda: {"target": "label", "norm": "max"})
     snapshot: dict[str, int] = field(default_factory=lambda: {"cycles": 3})
     prune_and_tune: PruneAndTuneConfig = field(default_factory=PruneAndTuneConfig)
@@ -213,6 +216,7 @@ def _parse(raw: Mapping[str, Any], src: str) -> EnsembleConfig:
         "epochs",
         "batch_size",
         "attribution",
+        "transforms",
         "snapshot",
         "prune_and_tune",
         "seed",
@@ -330,6 +334,7 @@ def _parse(raw: Mapping[str, Any], src: str) -> EnsembleConfig:
         mean=(mean[0], mean[1], mean[2]),
         std=(std[0], std[1], std[2]),
         data=data,
+        transforms=_parse_transforms(raw["transforms"], src) if "transforms" in raw else TransformSpec(),
         optimizer=dict(raw["optimizer"]),
         schedule=dict(raw["schedule"]),
         epochs=_int(raw, "epochs", src, None, 1),

@@ -7,11 +7,12 @@ Sources (:class:`DataSource`):
   without ``:train``, e.g. ``demo``) — uint8 ``(N, H, W, 3)`` arrays held in memory;
 - in-memory arrays ``(images uint8 (N, H, W, 3), labels int64 (N,))`` (tests, pipelines).
 
-Train transform (DESIGN.md §8): ``RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3),
-bilinear)``, horizontal flip p=0.5, ``/255``, ImageNet mean/std normalisation. Validation:
-ImageFolder → resize the short side to ``size / 0.875`` then centre-crop ``size`` (the ImageNet
-convention); arrays → bilinear resize to ``size`` when it differs (what :mod:`ovdiv.runtime` does
-for deployed members, so validation here matches evaluation later).
+Train transform (DESIGN.md §8; :class:`ovdiv.models.recipes.TransformSpec` adjusts it):
+``RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3), bilinear)``, horizontal flip p=0.5,
+``/255``, ImageNet mean/std normalisation. Validation: ImageFolder → resize the short side to
+``size / eval_crop_pct`` (0.875) then centre-crop ``size`` (the ImageNet convention); arrays →
+bilinear resize to ``size`` when it differs (what :mod:`ovdiv.runtime` does for deployed members,
+so validation here matches evaluation later).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
 from ovdiv.errors import DataError, DatasetNotFoundError
+from ovdiv.models.recipes import TransformSpec
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -50,21 +52,39 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Arrays = tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]
 
 
+_INTERP = {
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "nearest": InterpolationMode.NEAREST,
+}
+
+
 def train_transform(
-    size: tuple[int, int], mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    size: tuple[int, int],
+    spec: TransformSpec | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> T.Compose:
-    """The paper's training augmentation for uint8 CHW tensors / PIL images -> float32 CHW."""
-    return T.Compose(
-        [
-            T.ToImage(),
-            T.RandomResizedCrop(
-                size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation=InterpolationMode.BILINEAR, antialias=True
-            ),
-            T.RandomHorizontalFlip(0.5),
-            T.ToDtype(torch.float32, scale=True),
-            T.Normalize(list(mean), list(std)),
-        ]
-    )
+    """Training augmentation for uint8 CHW tensors / PIL images -> normalised float32 CHW.
+
+    Args:
+        size: ``(H, W)`` output size.
+        spec: Transform settings; default = the paper's (RandomResizedCrop scale 0.08-1, ratio
+            3/4-4/3, bilinear; flip 0.5). ``train_crop="none"`` only resizes to ``size``.
+        mean: Normalisation mean ([0, 1] units).
+        std: Normalisation std.
+    """
+    spec = spec or TransformSpec()
+    interp = _INTERP[spec.interpolation]
+    ops: list[Any] = [T.ToImage()]
+    if spec.train_crop == "random_resized_crop":
+        ops.append(T.RandomResizedCrop(size, scale=spec.scale, ratio=spec.ratio, interpolation=interp, antialias=True))
+    else:
+        ops.append(T.Resize(size, interpolation=interp, antialias=True))
+    if spec.hflip > 0:
+        ops.append(T.RandomHorizontalFlip(spec.hflip))
+    ops += [T.ToDtype(torch.float32, scale=True), T.Normalize(list(mean), list(std))]
+    return T.Compose(ops)
 
 
 def eval_transform(
@@ -200,6 +220,7 @@ def build_loaders(
     world_size: int = 1,
     validate: bool = True,
     pin_memory: bool = False,
+    transforms: TransformSpec | None = None,
 ) -> Loaders:
     """Build the training and validation loaders.
 
@@ -218,11 +239,13 @@ def build_loaders(
         world_size: Number of processes.
         validate: Whether to build the validation loader.
         pin_memory: Pin host memory (CUDA).
+        transforms: Augmentation settings (default: the paper's).
 
     Returns:
         :class:`Loaders`.
     """
-    ttf = train_transform(input_size, mean, std)
+    tspec = transforms or TransformSpec()
+    ttf = train_transform(input_size, tspec, mean, std)
     train_ds: Dataset[Any]
     val_ds: Dataset[Any] | None = None
     if source.root is not None:
@@ -232,7 +255,9 @@ def build_loaders(
         train_ds = _image_folder(root / "train", ttf)
         classes = len(train_ds.classes)  # type: ignore[attr-defined]
         if validate:
-            val_ds = _image_folder(root / "val", eval_transform(input_size, crop_pct=0.875, mean=mean, std=std))
+            val_ds = _image_folder(
+                root / "val", eval_transform(input_size, crop_pct=tspec.eval_crop_pct, mean=mean, std=std)
+            )
     else:
         if source.arrays is not None:
             images, labels = source.arrays

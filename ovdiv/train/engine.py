@@ -273,7 +273,7 @@ class JointTrainer:
         on_epoch_end: Hook after each epoch (rank 0).
         on_step_end: ``hook(step, members)`` after each optimizer step (rank 0; snapshot ensembles).
         after_step: ``hook(members)`` after each optimizer step on every rank (e.g. re-apply masks).
-        param_filter: Which parameters the optimizer updates (default: all that require grad).
+        grad_clip_norm: Clip the global gradient norm (after AMP unscaling) to this value.
     """
 
     def __init__(
@@ -295,6 +295,7 @@ class JointTrainer:
         on_epoch_end: EpochHook | None = None,
         on_step_end: Callable[[int, Sequence[nn.Module]], None] | None = None,
         after_step: Callable[[Sequence[nn.Module]], None] | None = None,
+        grad_clip_norm: float | None = None,
     ) -> None:
         if len(members) != len(names) or not members:
             raise TrainingError(f"need one name per member, got {len(members)} members and {len(names)} names")
@@ -309,6 +310,7 @@ class JointTrainer:
         self.on_epoch_end = on_epoch_end
         self.on_step_end = on_step_end
         self.after_step = after_step
+        self.grad_clip_norm = grad_clip_norm
         self.epochs = int(options.epochs if options.epochs is not None else epochs)
         if self.epochs < 1:
             raise TrainingError(f"epochs must be >= 1, got {self.epochs}")
@@ -531,6 +533,9 @@ class JointTrainer:
             self.scaler.scale(out.loss).backward()
             if self.manual_allreduce:
                 self._allreduce_grads()
+            if self.grad_clip_norm:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.stack.parameters(), self.grad_clip_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()

@@ -155,13 +155,29 @@ def save_member(
     )
 
 
-def export_members(paths: Sequence[Path], out_dir: Path, progress: ProgressCallback | None = None) -> list[Any]:
-    """Export each member checkpoint to ONNX + IR FP32 under ``out_dir`` (:func:`ovdiv.export.export_model`)."""
+def export_members(
+    paths: Sequence[Path],
+    out_dir: Path,
+    progress: ProgressCallback | None = None,
+    names: Sequence[str] | None = None,
+) -> list[Any]:
+    """Export each member checkpoint to ONNX + IR FP32 under ``out_dir`` (:func:`ovdiv.export.export_model`).
+
+    Args:
+        paths: Member checkpoints.
+        out_dir: Export folder.
+        progress: Progress callback.
+        names: Artifact names (default: the checkpoint stems).
+
+    Returns:
+        The ``ExportedArtifact`` list of all members.
+    """
     from ovdiv.export import export_model
 
     arts: list[Any] = []
-    for p in paths:
-        arts.extend(export_model(p, out_dir, name=p.stem, progress=progress))
+    for i, p in enumerate(paths):
+        name = names[i] if names is not None else p.stem
+        arts.extend(export_model(p, out_dir, name=name, progress=progress))
     return arts
 
 
@@ -249,6 +265,7 @@ def _train_joint(
         rank=env.rank,
         world_size=env.world_size,
         pin_memory=env.device.type == "cuda",
+        transforms=cfg.transforms,
     )
     _check_classes(cfg, loaders.num_classes_seen)
     loss_fn, double_backward = heuristic_loss(cfg)

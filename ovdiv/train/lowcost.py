@@ -78,6 +78,7 @@ def _loaders(cfg: EnsembleConfig, source: DataSource, env: DistEnv, options: Run
         rank=env.rank,
         world_size=env.world_size,
         pin_memory=env.device.type == "cuda",
+        transforms=cfg.transforms,
     )
 
 
