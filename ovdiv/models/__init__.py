@@ -32,10 +32,13 @@ from ovdiv.models.checkpoint import build_model as build_model
 from ovdiv.models.checkpoint import load_checkpoint as load_checkpoint
 from ovdiv.models.checkpoint import read_checkpoint_meta as read_checkpoint_meta
 from ovdiv.models.checkpoint import save_checkpoint as save_checkpoint
+from ovdiv.models.recipes import Recipe as Recipe
+from ovdiv.models.recipes import load_recipe as load_recipe
 
 __all__ = [
     "CheckpointMeta",
     "ModelInfo",
+    "Recipe",
     "build_model",
     "load_checkpoint",
     "read_checkpoint_meta",
@@ -44,6 +47,7 @@ __all__ = [
     "create_model",
     "is_registered",
     "list_models",
+    "load_recipe",
     "model_info",
     "model_table",
     "register_model",
