@@ -168,11 +168,101 @@ def models_list(pattern: str | None, tiny: bool | None) -> None:
 
 
 # ---- train -----------------------------------------------------------------------------------
+def _train_data(data_root: Path | None, dataset: str | None) -> Path | str | None:
+    if data_root is not None and dataset is not None:
+        from ovdiv.errors import ConfigError
+
+        raise ConfigError("pass either --data-root or --dataset, not both")
+    return data_root if data_root is not None else dataset
+
+
+def _train_summary(
+    title: str, out: Path, records: list[dict[str, Any]], files: list[Path], exported: list[Any]
+) -> None:
+    from rich.table import Table
+
+    last = records[-1] if records else {}
+    table = Table(title=title)
+    table.add_column("member", no_wrap=True)
+    table.add_column("train loss", justify="right")
+    table.add_column("val top-1", justify="right")
+    table.add_column("checkpoint", overflow="fold")
+    losses, top1 = last.get("train_member_loss", {}), last.get("val_member_top1", {})
+    for name, path in zip(losses, files, strict=False):
+        acc = top1.get(name)
+        table.add_row(name, f"{losses[name]:.4f}", "-" if acc is None else f"{acc:.4f}", str(path))
+    console.print(table)
+    if "val_ensemble_top1" in last:
+        console.print(
+            f"ensemble val top-1 {last['val_ensemble_top1']:.4f}, disagreement {last.get('val_disagreement', 0):.4f}"
+        )
+    console.print(f"epochs {last.get('epoch', 0)}, steps {last.get('step', 0)}; log {out / 'metrics.jsonl'}")
+    for art in exported:
+        console.print(f"exported {art.path}")
+
+
+_TRAIN_DATA_OPTIONS = [
+    click.option(
+        "--data-root", type=click.Path(file_okay=False, path_type=Path), help="ImageFolder root with train/, val/."
+    ),
+    click.option("--dataset", help="Dataset spec instead of a folder, e.g. demo:train (validation: demo)."),
+    click.option("--epochs", type=click.IntRange(min=1), help="Override the number of epochs."),
+    click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many optimizer steps (smoke runs)."),
+    click.option("--device", type=click.Choice(["cuda", "cpu"]), help="Default: CUDA when available."),
+    click.option("--no-resume", is_flag=True, help="Start over even if RUN/state.pt exists."),
+    click.option("--export", "export_", is_flag=True, help="Export the members to ONNX + IR FP32 at the end."),
+]
+
+
+def _with_options(options: list[Any]) -> Any:
+    def deco(fn: Any) -> Any:
+        for opt in reversed(options):
+            fn = opt(fn)
+        return fn
+
+    return deco
+
+
 @cli.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
-def train(recipe: Path) -> None:
-    """Train one member from a recipe (models/<id>.json)."""
-    _not_available("train", "issue 8")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (default runs/<recipe>).")
+@click.option("--pretrained", type=click.Path(dir_okay=False, path_type=Path), help="Start from these weights.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers.")
+@click.option("--val-every", type=click.IntRange(min=0), default=1, show_default=True, help="Validate every N epochs.")
+@_with_options(_TRAIN_DATA_OPTIONS)
+def train(
+    recipe: Path,
+    out: Path | None,
+    pretrained: Path | None,
+    workers: int,
+    val_every: int,
+    data_root: Path | None,
+    dataset: str | None,
+    epochs: int | None,
+    max_steps: int | None,
+    device: str | None,
+    no_resume: bool,
+    export_: bool,
+) -> None:
+    """Train one member from a recipe (models/<id>.json); run again to resume. Multi-GPU: torchrun -m ovdiv train."""
+    from ovdiv.train import train_member
+
+    with progress_bar() as progress:
+        res = train_member(
+            recipe,
+            out_dir=out or Path("runs") / recipe.stem,
+            data=_train_data(data_root, dataset),
+            pretrained=pretrained,
+            device=device,
+            epochs=epochs,
+            max_steps=max_steps,
+            resume=not no_resume,
+            workers=workers,
+            val_every=val_every,
+            export=export_,
+            progress=progress,
+        )
+    _train_summary(f"ovdiv train {recipe.name}", res.out_dir, res.metrics, [res.checkpoint], res.exported)
 
 
 # ---- ensemble --------------------------------------------------------------------------------
@@ -183,9 +273,40 @@ def ensemble() -> None:
 
 @ensemble.command("train")
 @click.argument("config", type=click.Path(path_type=Path))
-def ensemble_train(config: Path) -> None:
-    """Train M members jointly (models/ensembles/<name>.json)."""
-    _not_available("ensemble train", "issue 8")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (default runs/<config>).")
+@_with_options(_TRAIN_DATA_OPTIONS)
+def ensemble_train(
+    config: Path,
+    out: Path | None,
+    data_root: Path | None,
+    dataset: str | None,
+    epochs: int | None,
+    max_steps: int | None,
+    device: str | None,
+    no_resume: bool,
+    export_: bool,
+) -> None:
+    """Train an ensemble per models/ensembles/<name>.json; run again to resume.
+
+    Heuristics: independent, gncl, gncl_masked, balanced, attribution_diversity (M members, one joint
+    optimizer step), snapshot, prune_and_tune.
+    """
+    from ovdiv.train import train_ensemble
+
+    with progress_bar() as progress:
+        res = train_ensemble(
+            config,
+            out_dir=out or Path("runs") / config.stem,
+            data=_train_data(data_root, dataset),
+            device=device,
+            epochs=epochs,
+            max_steps=max_steps,
+            resume=not no_resume,
+            export=export_,
+            progress=progress,
+        )
+    title = f"ovdiv ensemble train {config.name} ({res.heuristic})"
+    _train_summary(title, res.out_dir, res.metrics, res.members, res.exported)
 
 
 # ---- supernet --------------------------------------------------------------------------------
