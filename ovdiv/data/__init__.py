@@ -22,10 +22,12 @@ from ovdiv.data.prepared import (
     load,
     plan,
     prepare,
+    prepare_many,
 )
 from ovdiv.data.seeding import image_seed, image_seeds, stream_seed
+from ovdiv.data.sheet import SheetInfo, write_contact_sheet
 from ovdiv.data.sources import DATA_ENV
-from ovdiv.data.specs import CBAR_CORRUPTIONS, SPEC_KINDS, DatasetSpec, expand_spec, parse_spec
+from ovdiv.data.specs import CBAR_CORRUPTIONS, SPEC_KINDS, DatasetSpec, catalog, expand_spec, parse_spec
 from ovdiv.data.synthetic import DEMO_CLASSES, DEMO_SIZES, demo_images, make_demo
 
 __all__ = [
@@ -48,5 +50,9 @@ __all__ = [
     "parse_spec",
     "plan",
     "prepare",
+    "prepare_many",
+    "SheetInfo",
+    "catalog",
+    "write_contact_sheet",
     "stream_seed",
 ]

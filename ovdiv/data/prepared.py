@@ -65,6 +65,7 @@ __all__ = [
     "default_cache_dir",
     "load",
     "prepare",
+    "prepare_many",
     "plan",
     "DatasetPlan",
 ]
@@ -201,9 +202,8 @@ def plan(
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
     text = parsed.text
     if parsed.kind == "cbar":
-        n = len(expand_spec(parsed))
         raise DataError(
-            f"spec {text!r} names {n} datasets",
+            f"spec {text!r} names several datasets (one per corruption and severity)",
             "expand it with ovdiv.data.expand_spec (the CLI does this) and load each one",
         )
     if limit is not None and (not isinstance(limit, int | np.integer) or limit <= 0):
@@ -700,3 +700,14 @@ def load(
     images, labels, _ = materialise(p, workers=workers, batch_size=batch_size, strict=strict, progress=progress)
     assert images is not None and labels is not None
     return images, labels
+
+
+def prepare_many(specs: Sequence[str], **kwargs: Any) -> list[PreparedDataset]:
+    """Expand every spec (``cbar`` -> 50, see :func:`expand_spec`) and :func:`prepare` each, in order.
+
+    Args:
+        specs: Dataset specs.
+        **kwargs: Passed to :func:`prepare` (``limit``, ``cache_dir``, ``seed``, ``progress``, ...).
+    """
+    expanded = [one for spec in specs for one in expand_spec(spec)]
+    return [prepare(one, **kwargs) for one in expanded]

@@ -39,7 +39,7 @@ _TEXTURES = ("solid", "stripes", "dots", "checker")
 _HUES = {"red": 0.0, "yellow": 0.14, "green": 0.33, "blue": 0.62, "magenta": 0.85}
 
 DEMO_ATTRIBUTES: list[tuple[str, str, str]] = [
-    ("circle", "stripes", "red"),
+    ("circle", "stripes", "magenta"),
     ("circle", "dots", "blue"),
     ("square", "solid", "green"),
     ("square", "stripes", "blue"),
