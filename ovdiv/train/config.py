@@ -20,7 +20,8 @@ Schema (keys not listed are rejected)::
       "snapshot": {"cycles": 5},                                          # snapshot only
       "prune_and_tune": {"pairs": 1, "sparsity": 0.5, "parent": null, "parent_epochs": 30,
                          "tune_epochs": 10, "tune_optimizer": {...}, "tune_schedule": {...}},
-      "seed": 0, "workers": 8, "val_every": 1, "amp": true, "channels_last": true
+      "seed": 0, "workers": 8, "val_every": 1, "amp": true, "channels_last": true,
+      "description": "...", "source": "..."                               # free text
     }
 
 λ ranges: ``gncl`` / ``gncl_masked`` / ``balanced`` ``[0, 1]`` (Eq. 2 and 3 are convex combinations
@@ -150,19 +151,21 @@ class EnsembleConfig:
     val_every: int = 1
     amp: bool = True
     channels_last: bool = True
-    source: str = "<dict>"
+    description: str = ""
+    source: str = ""
+    file: str = "<dict>"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form (the ``lambda`` key; ``source`` dropped)."""
+        """JSON form (the ``lambda`` key; ``file`` dropped)."""
         d = asdict(self)
         d["lambda"] = d.pop("lam")
-        d.pop("source")
+        d.pop("file")
         d["input_size"] = list(self.input_size)
         return d
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, source: str = "<dict>") -> EnsembleConfig:
-        """Validate and build; every problem is a one-line :class:`ConfigError` naming ``source``."""
+        """Validate and build; every problem is a one-line :class:`ConfigError` naming ``source`` (the file)."""
         return _parse(raw, source)
 
 
@@ -225,6 +228,7 @@ def _parse(raw: Mapping[str, Any], src: str) -> EnsembleConfig:
         "amp",
         "channels_last",
         "description",
+        "source",
     }
     _unknown(raw, top, src)
     heuristic = raw.get("heuristic")
@@ -347,5 +351,7 @@ def _parse(raw: Mapping[str, Any], src: str) -> EnsembleConfig:
         val_every=_int(raw, "val_every", src, 1, 0),
         amp=bool(raw.get("amp", True)),
         channels_last=bool(raw.get("channels_last", True)),
-        source=src,
+        description=str(raw.get("description", "")),
+        source=str(raw.get("source", "")),
+        file=src,
     )

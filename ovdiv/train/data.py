@@ -153,17 +153,13 @@ class DataSource:
 
     @classmethod
     def coerce(cls, data: DataSource | str | Path | Arrays) -> DataSource:
-        """``DataSource`` from a source, a spec string, a folder path or an arrays tuple.
-
-        A string naming an existing folder, or containing a path separator, is a root; any other
-        string is a dataset spec.
-        """
+        """``DataSource`` from a source, a ``Path`` (ImageFolder root), a ``str`` (dataset spec) or arrays."""
         if isinstance(data, DataSource):
             return data
         if isinstance(data, tuple):
             return cls(arrays=data)
-        if isinstance(data, Path) or ("/" in data or Path(data).is_dir()):
-            return cls(root=Path(data))
+        if isinstance(data, Path):
+            return cls(root=data)
         return cls(spec=data)
 
     def describe(self) -> str:
@@ -177,7 +173,11 @@ class DataSource:
 
 @dataclass
 class Loaders:
-    """Train / validation loaders and what the log records about them."""
+    """Train / validation loaders and what the log records about them.
+
+    ``generator`` drives the single-process shuffling; the trainer reseeds it every epoch
+    (``seed, epoch``), so a resumed run sees the same order as an uninterrupted one.
+    """
 
     train: DataLoader[Any]
     val: DataLoader[Any] | None
@@ -185,6 +185,7 @@ class Loaders:
     val_size: int
     num_classes_seen: int
     sampler: DistributedSampler[Any] | None
+    generator: torch.Generator | None = None
 
 
 def _load_spec(spec: str, limit: int | None, seed: int) -> Arrays:
@@ -301,4 +302,5 @@ def build_loaders(
         val_size=len(val_ds) if val_ds is not None else 0,  # type: ignore[arg-type]
         num_classes_seen=classes,
         sampler=sampler,
+        generator=gen if sampler is None else None,
     )

@@ -79,6 +79,8 @@ class RunOptions:
         seed: Seed of initialisation, shuffling and augmentation.
         resume: Continue from ``out_dir/state.pt`` when present.
         compile: ``torch.compile`` the members (CUDA).
+        cpu_amp: Also autocast on CPU (bfloat16) — exercises the AMP code path without a GPU.
+        cpu_channels_last: Also use channels-last on CPU — exercises that code path without a GPU.
     """
 
     device: str | None = None
@@ -92,6 +94,8 @@ class RunOptions:
     seed: int = 0
     resume: bool = True
     compile: bool = False
+    cpu_amp: bool = False
+    cpu_channels_last: bool = False
 
 
 @dataclass
@@ -315,11 +319,12 @@ class JointTrainer:
         if self.epochs < 1:
             raise TrainingError(f"epochs must be >= 1, got {self.epochs}")
         self.cuda = env.device.type == "cuda"
-        self.use_amp = bool(options.amp and self.cuda)
-        self.amp_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(options.amp_dtype)
-        if self.amp_dtype is None:
+        self.use_amp = bool(options.amp and (self.cuda or options.cpu_amp))
+        amp_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(options.amp_dtype)
+        if amp_dtype is None:
             raise TrainingError(f"unknown amp_dtype {options.amp_dtype!r}", "use float16 or bfloat16")
-        self.channels_last = bool(options.channels_last and self.cuda)
+        self.amp_dtype: torch.dtype = amp_dtype if self.cuda else torch.bfloat16
+        self.channels_last = bool(options.channels_last and (self.cuda or options.cpu_channels_last))
         if self.cuda:
             torch.backends.cudnn.benchmark = True
 
@@ -339,7 +344,9 @@ class JointTrainer:
         self.scheduler = build_scheduler(
             self.optimizer, schedule, steps_per_epoch=self.spe, total_steps=self.total_steps
         )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.cuda and self.use_amp and self.amp_dtype == torch.float16
+        )
 
         self.manual_allreduce = env.world_size > 1 and double_backward
         self.ddp: nn.Module | None = None
@@ -361,10 +368,10 @@ class JointTrainer:
 
     # ------------------------------------------------------------------ helpers
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """``torch.autocast`` on CUDA when AMP is on; a null context otherwise."""
+        """``torch.autocast`` when AMP is on (CUDA; CPU only with ``cpu_amp``); a null context otherwise."""
         if not self.use_amp:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return torch.autocast(device_type=self.env.device.type, dtype=self.amp_dtype)
 
     def _to_device(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         x = x.to(self.env.device, non_blocking=True)
@@ -487,6 +494,8 @@ class JointTrainer:
         while self.epoch < self.epochs and self.step < self.total_steps:
             if sampler is not None:
                 sampler.set_epoch(self.epoch)
+            if self.loaders.generator is not None:
+                self.loaders.generator.manual_seed(self.opts.seed * 1_000_003 + self.epoch)
             t0 = time.perf_counter()
             meter = self._train_epoch()
             meter.reduce(self.env)

@@ -131,7 +131,7 @@ def resolve_data(cfg: EnsembleConfig, data: DataSource | str | Path | None = Non
     if d.dataset:
         return DataSource(spec=d.dataset, val_spec=d.val_dataset, limit=d.limit, val_limit=d.val_limit, seed=cfg.seed)
     raise ConfigError(
-        f"{cfg.source}: no training data", "set data.root / data.dataset in the config or pass --data-root / --dataset"
+        f"{cfg.file}: no training data", "set data.root / data.dataset in the config or pass --data-root / --dataset"
     )
 
 
@@ -308,6 +308,6 @@ def _train_joint(
 def _check_classes(cfg: EnsembleConfig, seen: int) -> None:
     if seen > cfg.num_classes:
         raise ConfigError(
-            f"{cfg.source}: the data has {seen} classes but num_classes is {cfg.num_classes}",
+            f"{cfg.file}: the data has {seen} classes but num_classes is {cfg.num_classes}",
             f"set num_classes to {seen}",
         )
