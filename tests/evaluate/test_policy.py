@@ -123,7 +123,9 @@ def test_example_policy_is_valid() -> None:
 
 
 def _certify(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ovdiv", "certify", *args], capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ovdiv", "certify", *args], capture_output=True, text=True, check=False
+    )
 
 
 def test_cli_exit_codes(tmp_path) -> None:
