@@ -1,0 +1,190 @@
+"""``lines`` — anti-aliased grey lines (``corrupt.Lines``; candidate pool only, NOT in official ImageNet-C-bar).
+
+The paper's "Lines (1.6)" is this corruption at magnitude 1.6 on the 224-px scale.
+
+Parameters (global stream, in order): ``angle = U(0, 2π)``, ``angle_variation = U(0.1, 1.0)``,
+``seed = randint(0, 2**32)``; constants ``length = 1.0`` and ``density = s/10``.
+
+Transform: ``N = int(density·im_size)`` lines, each ``2·length·im_size`` px long. A private
+``RandomState(seed)`` gives per line ``x = im_size·u``, ``y = im_size·u`` (x is the ROW) and
+``a = angle + 2π·angle_variation·(u − 0.5)``; the endpoints are ``int(x ∓ cos a·L)``, ``int(y ∓ sin a·L)``.
+Each line is rasterised with scikit-image's ``line_aa`` (Zingl's anti-aliased Bresenham, float64), pixels
+outside the image dropped, and blended toward grey: ``out = (1 − v)·float32(out) + 128·v``, written back to
+uint8 (truncation) after every line, so later lines blend over earlier ones.
+
+Speed: ``line_aa`` is evaluated in closed form for all lines at once. For a major axis of length ``n``
+and minor ``m`` the minor-axis count after ``k`` major steps is ``floor(m·(2k+1) / (2n))`` (proved by
+induction from Zingl's step conditions ``2·err ≥ −dc`` / ``2·err ≤ dr``), and every error term
+``err = dc − dr − a·dr + b·dc`` is an exact integer, so values and emission order equal the library's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ovdiv.data.corruptions.blocks import BLOCK_PIXELS
+from ovdiv.data.corruptions.magnitude import float_parameter
+from ovdiv.data.corruptions.rng import private_stream
+
+__all__ = ["apply_lines", "line_pixels", "sample_lines"]
+
+
+def sample_lines(rs: np.random.RandomState, severity: float, im_size: int) -> dict[str, Any]:
+    """Draw the parameters in the reference order (``Lines.sample_parameters``)."""
+    length = 1.0
+    density = float_parameter(severity, 1.0)
+    angle = rs.uniform(low=0.0, high=2 * np.pi)
+    angle_variation = rs.uniform(low=0.1, high=1.0)
+    seed = int(rs.randint(low=0, high=2**32))
+    return {"length": length, "density": density, "angle": angle, "angle_variation": angle_variation, "seed": seed}
+
+
+def line_pixels(
+    r0: np.ndarray, c0: np.ndarray, r1: np.ndarray, c1: np.ndarray, im_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The in-image pixels of many ``skimage.draw.line_aa`` lines (float64 variant), computed in closed form.
+
+    Zingl's loop emits per iteration ``k`` the main pixel with ``e = |err − dc + dr|/ed``, then on a column
+    step (if ``err + dr < ed``) ``(r + sr, c)`` with ``e = |err + dr|/ed``, then on a row step (if
+    ``dc − err < ed``) ``(r, c + sc)`` with ``e = |dc − err|/ed``; ``val = 1 − e``. In major/minor axis
+    terms (major = the longer of ``dc``/``dr``), with ``m_k = floor(d_min·(2k+1) / (2·d_maj))`` minor steps
+    after ``k`` major steps and ``D = m_k·d_maj − k·d_min``: main ``e = |D|``; the minor-offset side pixel
+    (every major step) ``e = |D + d_maj|`` if ``D + d_maj < ed``; the major-offset side pixel (only on a
+    minor step, ``m_{k+1} > m_k``) ``e = |d_min − D|`` if ``d_min − D < ed``. All terms are exact integers.
+    No pixel repeats within one line.
+
+    Args:
+        r0: Start rows, int64 ``(L,)``.
+        c0: Start columns.
+        r1: End rows.
+        c1: End columns.
+        im_size: Image side ``S``; pixels outside ``[0, S)²`` are dropped.
+
+    Returns:
+        ``(flat, vals, line)``: flat pixel index ``row·S + col`` (int64), ``val`` (float64) and the line
+        index of every emitted in-image pixel, line-major (the order within a line is not the library's).
+    """
+    r0 = np.asarray(r0, dtype=np.int64)
+    c0 = np.asarray(c0, dtype=np.int64)
+    r1 = np.asarray(r1, dtype=np.int64)
+    c1 = np.asarray(c1, dtype=np.int64)
+    dc = np.abs(c0 - c1)
+    dr = np.abs(r0 - r1)
+    sc = np.where(c0 < c1, 1, -1)
+    sr = np.where(r0 < r1, 1, -1)
+    ed = np.where(dc + dr == 0, 1.0, np.sqrt((dc * dc + dr * dr).astype(np.float64)))
+    col_major = dc >= dr
+    d_maj = np.where(col_major, dc, dr)
+    d_min = np.where(col_major, dr, dc)
+    maj0 = np.where(col_major, c0, r0)
+    min0 = np.where(col_major, r0, c0)
+    s_maj = np.where(col_major, sc, sr)
+    s_min = np.where(col_major, sr, sc)
+    stride_maj = np.where(col_major, 1, im_size)  # flat-index step of one major-axis pixel
+    stride_min = np.where(col_major, im_size, 1)
+
+    # Only iterations whose major coordinate lies in [-1, S] can emit an in-image pixel.
+    lo = np.maximum(np.where(s_maj > 0, -1 - maj0, maj0 - im_size), 0)
+    hi = np.minimum(np.where(s_maj > 0, im_size - maj0, maj0 + 1), d_maj)
+    width = int((hi - lo).max()) + 1 if len(r0) else 0
+    if width <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64)
+
+    col = (slice(None), None)
+    k = lo[col] + np.arange(width + 1, dtype=np.int64)[None, :]
+    m = (d_min[col] * (2 * k + 1)) // (2 * np.maximum(d_maj, 1)[col])
+    minor_step = m[:, 1:] > m[:, :-1]
+    k, m = k[:, :-1], m[:, :-1]
+    dmaj, dmin, edc = d_maj[col], d_min[col], ed[col]
+    d = m * dmaj - k * dmin
+    alive = k <= hi[col]
+    before_end = alive & (k < d_maj[col])
+
+    maj = maj0[col] + s_maj[col] * k
+    mnr = min0[col] + s_min[col] * m
+    maj1 = maj + s_maj[col]
+    min1 = mnr + s_min[col]
+    # 0 <= v < S in one comparison: negative int64 values are huge as uint64.
+    maj_ok = maj.view(np.uint64) < im_size
+    min_ok = mnr.view(np.uint64) < im_size
+    maj1_ok = maj1.view(np.uint64) < im_size
+    min1_ok = min1.view(np.uint64) < im_size
+    flat = maj * stride_maj[col] + mnr * stride_min[col]
+
+    e_minor_side = d + dmaj
+    e_major_side = dmin - d
+    # Axis 1 = the three pixel kinds, so that the selected entries come out line-major.
+    ok = np.stack(
+        [
+            alive & maj_ok & min_ok,
+            before_end & (e_minor_side < edc) & maj_ok & min1_ok,
+            before_end & minor_step & (e_major_side < edc) & maj1_ok & min_ok,
+        ],
+        axis=1,
+    )
+    flats = np.stack([flat, flat + s_min[col] * stride_min[col], flat + s_maj[col] * stride_maj[col]], axis=1)
+    errs = np.stack([d, e_minor_side, e_major_side], axis=1)
+    line, _, _ = np.nonzero(ok)
+    vals = 1.0 - np.abs(errs[ok]) / ed[line]
+    return flats[ok], vals, line
+
+
+def apply_lines(
+    image: np.ndarray, *, length: float, density: float, angle: float, angle_variation: float, seed: int
+) -> np.ndarray:
+    """Apply ``lines`` with given parameters to a uint8 ``(S, S, 3)`` image; returns a new uint8 array."""
+    im_size = image.shape[0]
+    num_lines = int(density * im_size)
+    line_len = length * im_size
+    out = image.copy()
+    if num_lines <= 0:
+        return out
+    draws = private_stream(seed).uniform(size=3 * num_lines).reshape(num_lines, 3)
+    x = im_size * draws[:, 0]
+    y = im_size * draws[:, 1]
+    a = angle + 2 * np.pi * angle_variation * (draws[:, 2] - 0.5)
+    s = np.sin(a) * line_len
+    c = np.cos(a) * line_len
+    r0 = np.trunc(x - c).astype(np.int64)
+    r1 = np.trunc(x + c).astype(np.int64)
+    c0 = np.trunc(y - s).astype(np.int64)
+    c1 = np.trunc(y + s).astype(np.int64)
+    group = max(1, BLOCK_PIXELS // (im_size + 3))  # lines per call, keeping temporaries small
+    parts = [
+        line_pixels(r0[g : g + group], c0[g : g + group], r1[g : g + group], c1[g : g + group], im_size)
+        for g in range(0, num_lines, group)
+    ]
+    flat = np.concatenate([part[0] for part in parts])
+    val = np.concatenate([part[1] for part in parts])
+    keep_w = 1.0 - val  # (1 − v) times the uint8 value: exact, like float32(out) in the reference
+    grey_w = val * 128
+    pixels = out.reshape(-1, out.shape[2])
+
+    # Blend in "waves": wave w holds every pixel's w-th line (in line order), so within a wave no pixel
+    # repeats and the waves reproduce the reference's sequential line-by-line blending.
+    key = flat.astype(np.uint16) if im_size * im_size <= 1 << 16 else flat
+    order = np.argsort(key, kind="stable")  # by pixel, then line (entries are line-major); radix for uint16
+    sorted_flat = flat[order]
+    new_pixel = np.empty(len(order), dtype=bool)
+    new_pixel[:1] = True
+    np.not_equal(sorted_flat[1:], sorted_flat[:-1], out=new_pixel[1:])
+    if new_pixel.all():
+        _blend(pixels, flat, keep_w, grey_w)
+        return out
+    pos = np.arange(len(order))
+    rank = pos - np.maximum.accumulate(np.where(new_pixel, pos, 0))
+    first = order[rank == 0]
+    _blend(pixels, flat[first], keep_w[first], grey_w[first])
+    for wave in range(1, int(rank.max()) + 1):
+        sel = order[rank == wave]
+        _blend(pixels, flat[sel], keep_w[sel], grey_w[sel])
+    return out
+
+
+def _blend(pixels: np.ndarray, idx: np.ndarray, keep_w: np.ndarray, grey_w: np.ndarray) -> None:
+    """``pixels[idx, c] = uint8((1 − v)·pixels[idx, c] + 128·v)`` per channel, in place (truncation)."""
+    for ch in range(pixels.shape[1]):
+        plane = pixels[:, ch]
+        plane[idx] = keep_w * plane[idx] + grey_w
