@@ -119,9 +119,38 @@ def cli(verbose: int, log_file: Path | None) -> None:
 # ---- demo ------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"), show_default=True)
-def demo(out: Path) -> None:
-    """Run the whole pipeline on the embedded synthetic data (CPU, minutes)."""
-    _not_available("demo", "issue 7")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the tiny recipes' epochs (faster, less accurate).")
+@click.option("--eval-images", type=click.IntRange(min=10), default=400, show_default=True, help="Images per dataset.")
+def demo(out: Path, epochs: int | None, eval_images: int) -> None:
+    """Run the whole pipeline on the embedded synthetic data (CPU, minutes).
+
+    Trains tiny members of different families (and a jointly trained GNCL pair), exports them to
+    ONNX and OpenVINO IR (one INT8), evaluates every 3-member ensemble on the demo data and its four
+    corruptions with saliency, checks a policy and writes report.html.
+    """
+    from rich.table import Table
+
+    from ovdiv.demo import run_demo
+
+    with progress_bar() as cb:
+        summary = run_demo(out, epochs=epochs, eval_images=eval_images, progress=cb)
+    table = Table(title="demo: best member vs best ensemble (top-1)", title_justify="left")
+    for col in ("dataset", "best member", "best ensemble", "ensembles beating their best member"):
+        table.add_column(col)
+    for h in summary.headline:
+        table.add_row(
+            h["dataset"],
+            f"{h['best_member_top1']:.3f}",
+            f"{h['best_ensemble_top1']:.3f}",
+            f"{h['ensembles_improving']}/{h['ensembles']}",
+        )
+    console.print(table)
+    verdict = "[green]PASS[/]" if summary.passed else "[red]FAIL[/]"
+    console.print(f"policy {verdict} ({summary.verdict})")
+    console.print(f"members: {summary.out_dir / 'members'}")
+    console.print(f"results: {summary.results}")
+    console.print(f"[bold]report: {summary.report}[/]")
+    console.print(f"took {sum(summary.timings.values()):.0f} s")
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -385,9 +414,137 @@ def supernet() -> None:
 
 @supernet.command("train")
 @click.argument("config", type=click.Path(path_type=Path))
-def supernet_train(config: Path) -> None:
-    """Train a super-network with progressive shrinking."""
-    _not_available("supernet train", "issue 9")
+@click.option("--data-root", type=click.Path(path_type=Path), help="ImageFolder root (train/, val/) for 'imagenet'.")
+@click.option("--dataset", help="ovdiv dataset spec for training instead of the config's (e.g. demo:train).")
+@click.option("--pretrained", help="torchvision resnet50 state_dict file, or 'torchvision' (needs the hub).")
+@click.option("--allow-random-init", is_flag=True, help="Train without pretrained weights despite the config.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder [supernet_runs/<name>].")
+@click.option("--resume", is_flag=True, help="Continue from RUN/checkpoints/supernet_last.pth.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Override the config's device.")
+@click.option("--max-epochs", type=click.IntRange(min=1), help="Stop after this many epochs (resume later).")
+def supernet_train(
+    config: Path,
+    data_root: Path | None,
+    dataset: str | None,
+    pretrained: str | None,
+    allow_random_init: bool,
+    out: Path | None,
+    resume: bool,
+    device: str | None,
+    max_epochs: int | None,
+) -> None:
+    """Train a ResNet-50 super-network with progressive shrinking (runs in its own process)."""
+    from ovdiv.supernet import train as supernet_train_fn
+
+    with progress_bar() as progress:
+        res = supernet_train_fn(config, out=out, data_root=data_root, dataset=dataset, pretrained=pretrained,
+                                allow_random_init=allow_random_init, resume=resume, device=device,
+                                max_epochs=max_epochs, progress=progress)
+    last = res.get("last") or {}
+    console.print(
+        f"super-network [bold]{res['status']}[/]: {res['epochs_done']}/{res['total_epochs']} epochs, "
+        f"{res['width_groups']} width groups, {res['skippable_blocks']} skippable blocks, device {res['device']}"
+        f"{' (AMP)' if res['amp'] else ''}; supernet top-1 {last.get('supernet_top1', float('nan')):.2f}, "
+        f"min subnet top-1 {last.get('min_top1', float('nan')):.2f} -> {res['run']}",
+        highlight=False,
+    )
+
+
+@supernet.command("search")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--num-evals", type=click.IntRange(min=2), help="Subnet evaluations [config's search.num_evals].")
+@click.option("--population", type=click.IntRange(min=2), help="NSGA2 population [config's search.population].")
+@click.option("--dataset", help="Dataset spec for the validation subset (default: the run's).")
+@click.option("--data-root", type=click.Path(path_type=Path), help="Data root (default: the run's).")
+@click.option("--limit", type=click.IntRange(min=1), help="Validation images per evaluation [search_limit].")
+@click.option("--ref-acc", type=float, help="Reference top-1 (%%); ImageNet: the pretrained model's (76.13).")
+@click.option("--acc-delta", type=float, help="Accepted top-1 drop below --ref-acc (nncf caps it at 50).")
+def supernet_search(
+    run: Path,
+    num_evals: int | None,
+    population: int | None,
+    dataset: str | None,
+    data_root: Path | None,
+    limit: int | None,
+    ref_acc: float | None,
+    acc_delta: float | None,
+) -> None:
+    """NSGA2 search over (MACs, top-1) of a trained super-network; CSV + plot + best subnet."""
+    from ovdiv.supernet import search as supernet_search_fn
+
+    with progress_bar() as progress:
+        res = supernet_search_fn(run, num_evals=num_evals, population=population, dataset=dataset,
+                                 data_root=data_root, limit=limit, ref_acc=ref_acc, acc_delta=acc_delta,
+                                 progress=progress)
+    note = "" if res["satisfies_ref_acc"] else " (none within ref_acc - acc_delta: maximum subnet)"
+    console.print(
+        f"{res['evaluated']} subnets evaluated; best {res['best_macs_M']:.1f} MMACs, top-1 {res['best_top1']:.2f}"
+        f"{note}; super-network {res['supernet_macs_M']:.1f} MMACs, top-1 {res['supernet_top1']:.2f}\n"
+        f"  {res['csv']}\n  {res['plot']}\n  {res['best']}",
+        highlight=False,
+    )
+
+
+@supernet.command("extract")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--subnet", help="B_0, nB_0..nB_3, dB_1a, dB_1b, wB_1a..wB_1c, min, max or best.")
+@click.option("--config", "subnet_config", type=click.Path(path_type=Path), help="Subnet JSON instead of --subnet.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--format", "formats", default="onnx,ir", show_default=True, help="torch (always written), onnx, ir.")
+@click.option("--name", help="Artifact base name [<config>_<subnet>].")
+@click.option("--no-bn-adapt", is_flag=True, help="Keep the super-network's BN statistics (no data needed).")
+def supernet_extract(
+    run: Path,
+    subnet: str | None,
+    subnet_config: Path | None,
+    out: Path,
+    formats: str,
+    name: str | None,
+    no_bn_adapt: bool,
+) -> None:
+    """Extract a subnet as a plain torch model (no nncf needed) and export it to ONNX / IR with model cards."""
+    from ovdiv.supernet import extract as supernet_extract_fn
+
+    with progress_bar() as progress:
+        res = supernet_extract_fn(run, out=out, subnet=subnet, config=subnet_config, name=name,
+                                  formats=_csv_list(formats), bn_adapt=not no_bn_adapt, progress=progress)
+    console.print(
+        f"{res['name']}: {res['macs_224'] / 1e9:.3f} GMACs @224, {res['params'] / 1e6:.2f} M params, "
+        f"max |diff| vs super-network {res['max_abs_diff_vs_supernet']:.2g}",
+        highlight=False,
+    )
+    console.print(f"  {res['checkpoint']}", highlight=False)
+    for art in res["artifacts"]:
+        console.print(f"  {art['path']}  (max |diff| {art['max_abs_diff_vs_supernet']:.2g})", highlight=False)
+
+
+@supernet.command("info")
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--input-size", type=int, default=224, show_default=True, help="Square input size for the counts.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+def supernet_info(target: Path, input_size: int, as_json: bool) -> None:
+    """Search space and MACs / params of min, max, named (and best) subnets of a RUN or CONFIG."""
+    import json as _json
+
+    from rich.table import Table
+
+    from ovdiv.supernet import info as supernet_info_fn
+
+    with progress_bar() as progress:
+        res = supernet_info_fn(target, input_size=(input_size, input_size), progress=progress)
+    if as_json:
+        click.echo(_json.dumps(res, indent=2))
+        return
+    console.print(
+        f"{res['config']}: {len(res['width_groups'])} width groups, {len(res['blocks'])} skippable blocks "
+        f"({', '.join(b['name'] for b in res['blocks'])}); counts at {input_size}x{input_size}",
+        highlight=False,
+    )
+    table = Table("subnet", "GMACs", "conv+fc weights (M)", "params (M)", "blocks/stage", "nncf count equal")
+    for label, s in res["subnets"].items():
+        table.add_row(label, f"{s['macs'] / 1e9:.3f}", f"{s['weights'] / 1e6:.3f}", f"{s['params'] / 1e6:.3f}",
+                      str(s["summary"]["blocks_per_stage"]), "yes" if s["equal"] else "[red]NO[/]")
+    console.print(table)
 
 
 # ---- export ----------------------------------------------------------------------------------
