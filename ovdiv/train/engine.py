@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -433,9 +434,19 @@ class JointTrainer:
         for m, sd in zip(self.members, st["members"], strict=True):
             m.load_state_dict(sd)
         self.optimizer.load_state_dict(st["optimizer"])
-        self.scheduler.load_state_dict(st["scheduler"])
         self.scaler.load_state_dict(st["scaler"])
         self.epoch, self.step = int(st["epoch"]), int(st["step"])
+        if int(st.get("total_steps", -1)) == self.total_steps:
+            self.scheduler.load_state_dict(st["scheduler"])
+        elif self.step < self.total_steps:
+            # epochs / max_steps changed: the schedule is re-planned for the new length and advanced to `step`
+            log.warning(
+                "%s: schedule re-planned for %d steps (was %s)", self.out_dir, self.total_steps, st.get("total_steps")
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(self.step):
+                    self.scheduler.step()
         self.best = dict(st.get("best", {}))
         torch.set_rng_state(st["rng_cpu"])
         if self.env.is_main:

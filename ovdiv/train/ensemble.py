@@ -251,9 +251,6 @@ def _train_joint(
     options: RunOptions,
     progress: ProgressCallback | None,
 ) -> list[Path]:
-    torch.manual_seed(options.seed)
-    members = [build_member(m.arch, m.arch_args, cfg.num_classes, m.pretrained) for m in cfg.members]
-    names = [m.name for m in cfg.members]
     loaders = build_loaders(
         source,
         input_size=cfg.input_size,
@@ -268,6 +265,9 @@ def _train_joint(
         transforms=cfg.transforms,
     )
     _check_classes(cfg, loaders.num_classes_seen)
+    torch.manual_seed(options.seed)
+    members = [build_member(m.arch, m.arch_args, cfg.num_classes, m.pretrained) for m in cfg.members]
+    names = [m.name for m in cfg.members]
     loss_fn, double_backward = heuristic_loss(cfg)
     paths = [out_dir / "members" / f"{n}.pt" for n in names]
 

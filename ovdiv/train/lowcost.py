@@ -108,9 +108,9 @@ def train_snapshot(
     """
     spec = cfg.members[0]
     cycles = int(cfg.snapshot["cycles"])
+    loaders = _loaders(cfg, source, env, options)
     torch.manual_seed(options.seed)
     model = build_member(spec.arch, spec.arch_args, cfg.num_classes, spec.pretrained)
-    loaders = _loaders(cfg, source, env, options)
     paths = [out_dir / "members" / f"{spec.name}_snap{k}.pt" for k in range(1, cycles + 1)]
     state: dict[str, int] = {"length": 1, "total": 1}
 

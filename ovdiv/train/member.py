@@ -129,8 +129,6 @@ def train_member(
     )
     source = _resolve_data(rec, data, opts.seed)
     env = init_distributed(opts.device)
-    torch.manual_seed(opts.seed)
-    model = build_member(rec.arch, rec.arch_args, rec.num_classes, pretrained)
     loaders = build_loaders(
         source,
         input_size=rec.input_size,
@@ -149,6 +147,8 @@ def train_member(
             f"recipe {rec.name}: the data has {loaders.num_classes_seen} classes, num_classes is {rec.num_classes}",
             "set num_classes in the recipe",
         )
+    torch.manual_seed(opts.seed)
+    model = build_member(rec.arch, rec.arch_args, rec.num_classes, pretrained)
     smoothing = rec.label_smoothing
 
     def loss_fn(fwd: Callable[[Tensor], Tensor], _m: Sequence[nn.Module], x: Tensor, y: Tensor) -> StepOutput:
