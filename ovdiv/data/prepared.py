@@ -143,7 +143,12 @@ class DatasetPlan:
                 )
             corruption = None
             if self.corruption is not None:
-                corruption = {"name": self.corruption[0], "severity": self.corruption[1], "applied": "on the fly"}
+                corruption = {
+                    "name": self.corruption[0],
+                    "severity": self.corruption[1],
+                    "severity_index": _official_index(*self.corruption),
+                    "applied": "on the fly",
+                }
             elif self.published:
                 assert self.spec.corruption is not None
                 corruption = {"name": self.spec.corruption, "severity": self.spec.severity, "applied": "published"}
@@ -158,6 +163,7 @@ class DatasetPlan:
                 "preprocess": preprocess,
                 "corruption": corruption,
                 "source": src,
+                "source_sha256": src.get("listing_sha256"),
                 "classes_sha256": None if self.classes is None else _sha256_json(self.classes),
                 "seed_function": "ovdiv.data.image_seed (SplitMix64)",
                 "ovdiv_version": __version__,
@@ -168,6 +174,18 @@ class DatasetPlan:
     def manifest_hash(self) -> str:
         """SHA-256 of the canonical JSON of :attr:`identity` (sorted keys, no whitespace)."""
         return _sha256_json(self.identity)
+
+
+def _official_index(name: str, severity: float) -> int | None:
+    """1..5 if ``severity`` is an official ImageNet-C-bar magnitude of ``name``, else None."""
+    from ovdiv.data import corruptions
+
+    try:
+        table = corruptions.severity_table(name)
+    except Exception:  # a candidate-pool corruption: no official table
+        return None
+    hits = [k + 1 for k, m in enumerate(table) if abs(float(m) - severity) < 1e-9]
+    return hits[0] if hits else None
 
 
 def _sha256_json(obj: Any) -> str:
