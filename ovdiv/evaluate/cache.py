@@ -35,8 +35,8 @@ CACHE_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """``$OVDIV_CACHE_DIR`` or ``$XDG_CACHE_HOME/ovdiv`` (``~/.cache/ovdiv``)."""
-    env = os.environ.get("OVDIV_CACHE_DIR")
+    """``$OVDIV_CACHE`` or ``$XDG_CACHE_HOME/ovdiv`` (``~/.cache/ovdiv``), as for prepared data."""
+    env = os.environ.get("OVDIV_CACHE")
     if env:
         return Path(env)
     xdg = os.environ.get("XDG_CACHE_HOME")

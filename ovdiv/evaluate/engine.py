@@ -226,7 +226,7 @@ class Evaluator:
             AttributionMethod.SMOOTHGRAD: attr.SmoothGrad,
             AttributionMethod.INPUT_X_GRADIENT: attr.InputXGradient,
         }[self.opt.attribution]
-        return [cls(m) for m in self.ens]
+        return [cls(m, batch_size=self.opt.batch_size) for m in self.ens]
 
     def _targets(self, logits: np.ndarray, labels: np.ndarray, start: int) -> np.ndarray:
         """Target classes ``(M, B)`` for one batch of pool logits ``(M, B, C)``."""

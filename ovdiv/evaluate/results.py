@@ -209,8 +209,8 @@ class EvalResult:
 
     def _write_arrays(self, base: Path) -> None:
         for rel, arrays in self.arrays.items():
-            with atomic_path(base / rel, suffix=".npz") as tmp:
-                np.savez(tmp, **arrays)  # type: ignore[arg-type]
+            with atomic_path(base / rel, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(
