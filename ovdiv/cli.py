@@ -550,9 +550,63 @@ def supernet_info(target: Path, input_size: int, as_json: bool) -> None:
 # ---- export ----------------------------------------------------------------------------------
 @cli.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-def export(checkpoint: Path) -> None:
-    """Export a torch checkpoint to ONNX / OpenVINO IR (FP32/FP16/INT8) with model cards."""
-    _not_available("export", "issue 2")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--format", "formats", default="onnx,ir", show_default=True, help="Comma list of: onnx, ir.")
+@click.option(
+    "--precision", "precisions", default="fp32", show_default=True, help="Comma list of: fp32, fp16, int8 (IR)."
+)
+@click.option("--calib", "calib_spec", help="Dataset spec of the INT8 calibration images, e.g. 'demo:train'.")
+@click.option("--calib-size", type=int, default=300, show_default=True, help="Number of calibration images.")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), help="Root folder of the datasets.")
+@click.option("--bake-preprocessing", is_flag=True, help="Artifacts take uint8 NHWC RGB (normalisation inside).")
+@click.option("--name", help="Artifact base name (default: the checkpoint's file name).")
+@click.option("--min-int8-agreement", type=float, default=0.9, show_default=True, help="INT8 vs FP32 top-1 floor.")
+def export(
+    checkpoint: Path,
+    out: Path,
+    formats: str,
+    precisions: str,
+    calib_spec: str | None,
+    calib_size: int,
+    data_root: Path | None,
+    bake_preprocessing: bool,
+    name: str | None,
+    min_int8_agreement: float,
+) -> None:
+    """Export a torch checkpoint to ONNX / OpenVINO IR (FP32/FP16/INT8) with model cards; each artifact is checked."""
+    import functools
+
+    from rich.table import Table
+
+    from ovdiv.export import export_model
+
+    calib = None
+    if calib_spec:
+        from ovdiv.data import load
+
+        calib = functools.partial(load, calib_spec, limit=calib_size, data_root=data_root)
+    with progress_bar() as callback:
+        artifacts = export_model(
+            checkpoint,
+            out,
+            name=name,
+            formats=_csv_list(formats),
+            precisions=_csv_list(precisions),
+            calib=calib,
+            calib_size=calib_size,
+            bake_preprocessing=bake_preprocessing,
+            min_int8_agreement=min_int8_agreement,
+            progress=callback,
+        )
+    table = Table(title=f"exported {checkpoint.name} -> {out}")
+    for col in ("artifact", "format", "precision", "self-check", "sha256"):
+        table.add_column(col, no_wrap=col != "artifact", overflow="fold")
+    for a in artifacts:
+        metric = a.check["metric"]
+        bound = f"<= {a.check['tolerance']:.0e}" if metric == "rel_err" else f">= {a.check['min_agreement']:.2f}"
+        value = f"{a.check[metric]:.2e}" if metric == "rel_err" else f"{a.check[metric]:.3f}"
+        table.add_row(str(a.path), a.format, a.precision, f"{metric} {value} {bound} ok", (a.card.sha256 or "")[:12])
+    console.print(table)
 
 
 # ---- evaluate --------------------------------------------------------------------------------

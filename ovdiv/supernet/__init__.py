@@ -41,12 +41,33 @@ __all__ = [
     "search",
     "extract",
     "info",
+    "selfcheck",
     "load_subnet",
 ]
 
 
 def _s(p: str | os.PathLike[str] | None) -> str | None:
     return None if p is None else str(p)
+
+
+def _check_pretrained(
+    cfg: SupernetConfig, pretrained: str | os.PathLike[str] | None, *, allow_random_init: bool, resume: bool
+) -> None:
+    from ovdiv.errors import SupernetError
+
+    if resume:
+        return
+    if pretrained is not None and str(pretrained) != "torchvision" and not Path(pretrained).is_file():
+        raise SupernetError(
+            f"pretrained weights file {pretrained} does not exist", "pass --pretrained PATH to a resnet50 state_dict"
+        )
+    if pretrained is None and cfg.data["require_pretrained"] and not allow_random_init:
+        raise SupernetError(
+            f"{cfg.source}: the schedule's init_lr {cfg.stages[0].get('init_lr')} fine-tunes a pretrained ResNet-50 "
+            "and no --pretrained weights were given",
+            "pass --pretrained PATH (torchvision resnet50 state_dict) or --pretrained torchvision where the hub is "
+            "reachable; --allow-random-init trains from scratch anyway",
+        )
 
 
 def train(
@@ -87,7 +108,8 @@ def train(
     """
     from .isolation import run_isolated
 
-    cfg = load_config(config)  # fail fast, in this process, on a bad config
+    cfg = load_config(config)  # fail fast, in this process, on a bad config or missing weights
+    _check_pretrained(cfg, pretrained, allow_random_init=allow_random_init, resume=resume)
     run_dir = Path(out) if out is not None else Path("supernet_runs") / cfg.name
     kwargs = {
         "config": str(config),
@@ -216,6 +238,23 @@ def info(
     from .isolation import run_isolated
 
     return run_isolated("info", {"target": str(target), "input_size": list(input_size)}, progress=progress)
+
+
+def selfcheck(
+    config: str | os.PathLike[str],
+    *,
+    subnets: tuple[str, ...] = ("B_0", "min"),
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Check this environment without data or training: build an untrained super-network from ``config``.
+
+    Fails (:class:`~ovdiv.errors.SupernetError`) unless the expected search space is found; returns,
+    for ``max`` and each of ``subnets``, the max |logit| difference between the super-network and the
+    extracted plain module and nncf's vs ovdiv's MAC / weight counts at the config's input size.
+    """
+    from .isolation import run_isolated
+
+    return run_isolated("selfcheck", {"config": str(config), "subnets": list(subnets)}, progress=progress)
 
 
 def load_subnet(path: str | os.PathLike[str]) -> Any:

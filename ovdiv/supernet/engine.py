@@ -52,6 +52,7 @@ __all__ = [
     "search_in_process",
     "extract_in_process",
     "info_in_process",
+    "selfcheck_in_process",
     "check_search_space",
     "describe_search_space",
 ]
@@ -214,6 +215,9 @@ def _nncf_config(
     search = d["bootstrapNAS"].setdefault("search", {})
     if "batchnorm_adaptation" not in search:  # nncf would default to 2000 samples
         search["batchnorm_adaptation"] = dict(d["bootstrapNAS"]["training"].get("batchnorm_adaptation", {}))
+    if bn_loader is None:  # no data (info, extract --no-bn-adapt): nncf must not ask for a BN loader
+        d["bootstrapNAS"]["training"]["batchnorm_adaptation"] = {"num_bn_adaptation_samples": 0}
+        search["batchnorm_adaptation"] = {"num_bn_adaptation_samples": 0}
     nncf_config = NNCFConfig.from_dict(d)
     nncf_config.device = device.type  # NOTES §3 #6
     if bn_loader is not None:
@@ -1031,6 +1035,18 @@ def _bn_adaptation(nncf_config: Any) -> Any:
 # ----------------------------------------------------------------------------------------------
 # info
 # ----------------------------------------------------------------------------------------------
+def _open_final_search_space(meh: Any, cfg: SupernetConfig) -> None:
+    """Enable every elastic dimension with the largest width / depth indicators of the schedule."""
+    meh.enable_all()
+    stages = cfg.stages
+    wi = max((int(st.get("width_indicator", 0)) for st in stages), default=0)
+    di = max((int(st.get("depth_indicator", 0)) for st in stages), default=0)
+    if meh.width_handler is not None and wi:
+        meh.width_handler.width_num_params_indicator = wi
+    if meh.depth_handler is not None and di:
+        meh.depth_handler.depth_indicator = di
+
+
 def info_in_process(
     target: str | os.PathLike[str],
     *,
@@ -1058,11 +1074,15 @@ def info_in_process(
             input_size=input_size,
         )
     meh = algo.elasticity_ctrl.multi_elasticity_handler
+    if run_meta is None:  # an untrained super-network: open the search space of the final stage
+        _open_final_search_space(meh, cfg)
     subnets: dict[str, Any] = {}
 
     def record(label: str, spec: dict[str, Any] | None = None) -> None:
         w, d = _active(meh)
-        s = spec or sp.arch_spec_from_nncf(w, d, space, cfg.num_classes)
+        s = sp.arch_spec_from_nncf(w, d, space, cfg.num_classes)
+        if spec is not None and s != spec:
+            raise SupernetError(f"nncf did not activate subnet {label!r} as requested", "report this as a bug")
         n_macs, n_w = _nncf_macs(meh)
         macs, weights = count_macs_and_weights(s, input_size)
         subnets[label] = {
@@ -1118,4 +1138,73 @@ def info_in_process(
             "epochs_done": run_meta.get("epochs_done"),
             "total_epochs": run_meta.get("total_epochs"),
         },
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# self-check (no data, no training): the environment builds the expected space, extraction is exact
+# ----------------------------------------------------------------------------------------------
+def selfcheck_in_process(
+    config: str | os.PathLike[str] | dict[str, Any],
+    *,
+    subnets: list[str] | tuple[str, ...] = ("B_0", "min"),
+    seed: int = 0,
+    progress: ProgressCallback = no_progress,
+) -> dict[str, Any]:
+    """Build an untrained super-network from ``config`` and check it end to end without data.
+
+    Checks: the search-space sizes (:func:`check_search_space`); for each of ``subnets`` (and ``max``)
+    that the plain :class:`SubnetResNet` sliced out of the active subnet reproduces the super-network's
+    logits on a random probe (eval mode) and that nncf's MAC / weight count equals ovdiv's.
+
+    Returns:
+        ``{"width_groups", "skippable_blocks", "subnets": {name: {max_abs_diff, macs, nncf_macs, weights,
+        nncf_weights, arch_spec}}}``.
+    """
+    cfg = validate_config(config) if isinstance(config, dict) else load_config(config)
+    _seed_everything(seed)
+    dev = torch.device("cpu")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ovdiv_supernet_check_") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        net, algo, space, _ = _build(cfg, Path(tmp), dev, model=_torchvision_resnet50(cfg.num_classes), bn_loader=None)
+    meh = algo.elasticity_ctrl.multi_elasticity_handler
+    _open_final_search_space(meh, cfg)
+    # random, non-trivial BN statistics so that a wrong slice cannot hide behind identity BNs
+    gen = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert m.running_mean is not None and m.running_var is not None
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+    x = _probe_input(cfg, 2)
+    out: dict[str, Any] = {}
+    names = ["max", *[n for n in subnets if n != "max"]]
+    for i, name in enumerate(names):
+        label, width, skipped = _resolve_subnet(name, None, Path("."), space, meh, cfg.num_classes)
+        _activate(meh, width, skipped)
+        aw, ad = _active(meh)
+        spec = sp.arch_spec_from_nncf(aw, ad, space, cfg.num_classes)
+        plain = materialise(net, spec)
+        diff = float(np.abs(_logits(net, x, dev) - _logits(plain, x, dev)).max())
+        n_macs, n_w = _nncf_macs(meh)
+        macs, weights = count_macs_and_weights(spec, cfg.input_size)
+        out[label] = {
+            "max_abs_diff": diff,
+            "macs": macs,
+            "nncf_macs": n_macs,
+            "weights": weights,
+            "nncf_weights": n_w,
+            "arch_spec": spec,
+        }
+        _emit(progress, "supernet selfcheck", i + 1, len(names), label)
+    meh.activate_maximum_subnet()
+    return {
+        "config": cfg.name,
+        "width_groups": len(space["width_groups"]),
+        "skippable_blocks": len(space["blocks"]),
+        "search_space": space,
+        "subnets": out,
     }
