@@ -1,0 +1,50 @@
+"""Gradient attributions of deployed classifiers (OpenVINO IR / ONNX via VJP graphs) and torch models.
+
+Public API::
+
+    Saliency, IntegratedGradients, SmoothGrad, InputXGradient   # captum semantics, .attribute()
+    VJPModel, as_torch_module                                   # compiled (x, u) -> (logits, grad)
+    build_vjp_model, unsupported_ops, VJP_RULES, register_vjp   # the graph builder and its registry
+    postprocess, normalize_maps, channel_max                    # map post-processing (same math as D_att)
+
+See DESIGN.md §5 "How gradients of a deployed model are computed".
+"""
+
+from __future__ import annotations
+
+from ovdiv.attribution.methods import (
+    GradientAttribution,
+    InputXGradient,
+    IntegratedGradients,
+    Saliency,
+    SmoothGrad,
+    attribution_method,
+)
+from ovdiv.attribution.postprocess import channel_max, normalize_maps, postprocess
+from ovdiv.attribution.runner import OVTorchModule, VJPModel, as_torch_module, float_input_view, read_model
+from ovdiv.attribution.vjp import VJPGraph, build_vjp_model, gradient_path, unsupported_ops
+from ovdiv.attribution.vjp_registry import VJP_RULES, RuleContext, register_vjp
+
+__all__ = [
+    "VJP_RULES",
+    "GradientAttribution",
+    "InputXGradient",
+    "IntegratedGradients",
+    "OVTorchModule",
+    "RuleContext",
+    "Saliency",
+    "SmoothGrad",
+    "VJPGraph",
+    "VJPModel",
+    "as_torch_module",
+    "attribution_method",
+    "build_vjp_model",
+    "channel_max",
+    "float_input_view",
+    "gradient_path",
+    "normalize_maps",
+    "postprocess",
+    "read_model",
+    "register_vjp",
+    "unsupported_ops",
+]

@@ -1,0 +1,269 @@
+r"""Compile and run the VJP model of a deployed member; bridge it to torch autograd (and so to captum).
+
+:class:`VJPModel` compiles two models on the member's device, both with
+``INFERENCE_PRECISION_HINT=f32`` (the CPU default, bf16 on AVX512-BF16/AMX machines, gives 20-33 %
+gradient error — feasibility study §6.2) and a dynamic batch:
+
+* ``forward(x) -> logits`` (the plain forward), and
+* ``vjp(x, u) -> (logits, u^T d logits / d x)`` (one request gives both; the fast path).
+
+:func:`as_torch_module` wraps them in an ``nn.Module`` whose ``torch.autograd.Function`` runs the
+compiled forward and, in ``backward``, the VJP model with ``grad_output`` as ``u``: captum's gradient
+methods run unchanged on the deployed model (costing one extra forward inside the VJP request).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import openvino as ov
+import openvino.opset15 as ops
+import torch
+from torch import nn
+
+from ovdiv.attribution.vjp import VJPGraph, build_vjp_model
+from ovdiv.cards import IMAGENET_MEAN, IMAGENET_STD
+from ovdiv.errors import AttributionInputError, MemberError
+
+__all__ = ["VJPModel", "as_torch_module", "float_input_view", "read_model"]
+
+_log = logging.getLogger("ovdiv.attribution")
+F32 = npt.NDArray[np.float32]
+
+_CORE: ov.Core | None = None
+_CORE_LOCK = threading.Lock()
+
+
+def _core() -> ov.Core:
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            _CORE = ov.Core()
+        return _CORE
+
+
+def read_model(path: str | os.PathLike[str]) -> ov.Model:
+    """Read an ``.xml`` IR or ``.onnx`` file with ``openvino.Core().read_model``.
+
+    Raises:
+        MemberError: missing or unreadable file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise MemberError(f"model file {p} does not exist", "pass the path of an .xml IR or .onnx file")
+    if p.suffix.lower() not in (".xml", ".onnx"):
+        raise MemberError(f"model file {p}: expected an .xml IR or .onnx file, got '{p.suffix}'")
+    try:
+        return _core().read_model(str(p))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MemberError(f"model file {p} cannot be read by OpenVINO ({first[:200]})") from exc
+
+
+def float_input_view(
+    model: ov.Model, *, mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD
+) -> ov.Model:
+    r"""The float-input view of a model with preprocessing baked in (uint8 NHWC input).
+
+    It is the same function of the float normalised NCHW input ``x``: a new f32 ``[N, 3, H, W]`` Parameter feeds
+    ``p = transpose(255 (x \cdot std + mean), NCHW -> NHWC)`` where the graph converted its uint8 input to
+    float. Gradients of this view are w.r.t. ``x``, as for a float member. Float models are returned as is.
+
+    Raises:
+        MemberError: the uint8 input is not consumed only by ``Convert`` ops.
+    """
+    param = model.get_parameters()[0]
+    if param.get_element_type().is_real():
+        return model
+    m = model.clone()
+    param = m.get_parameters()[0]
+    ps = param.get_partial_shape()
+    if ps.rank.is_dynamic or ps.rank.get_length() != 4 or not ps[3].is_static or ps[3].get_length() != 3:
+        raise MemberError(f"baked model input has shape {ps}, expected uint8 [N, H, W, 3]")
+    h = ps[1].get_length() if ps[1].is_static else -1
+    w = ps[2].get_length() if ps[2].is_static else -1
+    x = ops.parameter(ov.PartialShape([ps[0], 3, h, w]), ov.Type.f32, name="ovdiv_float_input")
+    sc = (255.0 * np.asarray(std, np.float32)).reshape(1, 3, 1, 1)
+    off = (255.0 * np.asarray(mean, np.float32)).reshape(1, 3, 1, 1)
+    pix = ops.add(ops.multiply(x, ops.constant(sc)), ops.constant(off))
+    nhwc = ops.transpose(pix, ops.constant(np.array([0, 2, 3, 1], np.int64))).output(0)
+    consumers = list(param.output(0).get_target_inputs())
+    for inp in consumers:
+        node = inp.get_node()
+        if node.get_type_name() != "Convert" or not node.get_output_element_type(0).is_real():
+            raise MemberError(
+                f"baked model: uint8 input feeds {node.get_type_name()} '{node.get_friendly_name()}', not a Convert",
+                "export the member without baked preprocessing for attribution",
+            )
+        src = nhwc
+        if node.get_output_element_type(0) != ov.Type.f32:
+            src = ops.convert(nhwc, node.get_output_element_type(0)).output(0)
+        for target in list(node.output(0).get_target_inputs()):
+            target.replace_source_output(src)
+    return ov.Model(m.get_results(), [x], m.get_friendly_name())
+
+
+class VJPModel:
+    r"""Compiled forward and VJP model of one deployed classifier.
+
+    Args:
+        model: ``openvino.Model`` or path to ``.xml`` / ``.onnx``.
+        device: OpenVINO device (``CPU``, ``GPU``, ``AUTO``).
+        input_size: ``(H, W)`` used to make C/H/W static when the model's input shape is dynamic.
+        mean: Card mean (only used for baked uint8 models, see :func:`float_input_view`).
+        std: Card std (idem).
+        inference_precision: ``INFERENCE_PRECISION_HINT`` for both compiled models. ``"f32"`` (default)
+            is the only setting that gives correct gradients on bf16-capable CPUs; anything else is
+            logged as a warning.
+        config: Extra compile properties.
+
+    Attributes:
+        graph: The :class:`~ovdiv.attribution.vjp.VJPGraph`.
+        inference_precision: The precision the plugin reports for the VJP model (recorded).
+        device: Device both models run on.
+
+    Shapes: ``x`` float32 ``(N, 3, H, W)``, ``u`` float32 ``(N, C)``, logits ``(N, C)``, grad like ``x``.
+    """
+
+    def __init__(
+        self,
+        model: ov.Model | str | os.PathLike[str],
+        *,
+        device: str = "CPU",
+        input_size: tuple[int, int] | None = None,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        inference_precision: str = "f32",
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        m = read_model(model) if isinstance(model, (str, os.PathLike)) else model.clone()
+        if len(m.get_parameters()) != 1:
+            raise MemberError(f"model has {len(m.get_parameters())} inputs; attribution needs one image input")
+        m = float_input_view(m, mean=mean, std=std)
+        ps = m.get_parameters()[0].get_partial_shape()
+        if ps.rank.is_dynamic or ps.rank.get_length() != 4:
+            if input_size is None:
+                raise MemberError(
+                    f"model input shape {ps} is not [N, 3, H, W]", "pass input_size=(H, W) or export a static C/H/W"
+                )
+            ps = ov.PartialShape([-1, 3, *input_size])
+        dims = [d.get_length() if d.is_static else -1 for d in ps]
+        if -1 in dims[1:]:
+            if input_size is None:
+                raise MemberError(
+                    f"model input shape {ps} has dynamic C/H/W", "pass input_size=(H, W) (e.g. from the model card)"
+                )
+            dims[1:] = [3 if dims[1] == -1 else dims[1], int(input_size[0]), int(input_size[1])]
+        dims[0] = -1
+        m.reshape({m.input(0): ov.PartialShape(dims)})
+        self.input_shape: tuple[int, int, int] = (dims[1], dims[2], dims[3])
+        self.graph: VJPGraph = build_vjp_model(m)
+        self.device = device
+        if inference_precision != "f32":
+            _log.warning("VJP model compiled with inference precision %s: inaccurate gradients", inference_precision)
+        cfg: dict[str, Any] = {"INFERENCE_PRECISION_HINT": inference_precision, **(config or {})}
+        core = _core()
+        try:
+            self._fwd = core.compile_model(self.graph.forward, device, cfg)
+            self._vjp = core.compile_model(self.graph.model, device, cfg)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise MemberError(f"cannot compile the VJP model on {device} ({first[:200]})", "try device='CPU'") from exc
+        try:
+            eff = self._vjp.get_property("INFERENCE_PRECISION_HINT")
+            self.inference_precision = eff.to_string() if hasattr(eff, "to_string") else str(eff)
+        except Exception:  # AUTO and some plugins do not report it
+            self.inference_precision = inference_precision
+        self.num_classes = self.graph.model.output(0).get_partial_shape()[1].get_length()
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ requests
+    def _requests(self) -> tuple[ov.InferRequest, ov.InferRequest]:
+        reqs = getattr(self._local, "reqs", None)
+        if reqs is None:
+            reqs = (self._fwd.create_infer_request(), self._vjp.create_infer_request())
+            self._local.reqs = reqs
+        return reqs
+
+    def _check_x(self, x: npt.ArrayLike) -> F32:
+        arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        if arr.ndim != 4 or tuple(arr.shape[1:]) != self.input_shape:
+            raise AttributionInputError(
+                f"x: expected float32 (N, {', '.join(map(str, self.input_shape))}), got shape {arr.shape}",
+                "pass the model's normalised NCHW input or uint8 (N, H, W, 3) images",
+            )
+        return arr
+
+    def forward(self, x: npt.ArrayLike) -> F32:
+        """Logits float32 ``(N, C)`` of ``x`` float32 ``(N, 3, H, W)``."""
+        arr = self._check_x(x)
+        req = self._requests()[0]
+        res = req.infer({0: arr})
+        return np.array(res[0], dtype=np.float32, copy=True)
+
+    def vjp(self, x: npt.ArrayLike, u: npt.ArrayLike) -> tuple[F32, F32]:
+        r"""``(logits, u^T \partial logits / \partial x)`` from one inference request.
+
+        Args:
+            x: float32 ``(N, 3, H, W)`` network input.
+            u: float32 ``(N, C)`` cotangent (e.g. one-hot targets).
+
+        Returns:
+            logits float32 ``(N, C)`` and the input gradient float32 ``(N, 3, H, W)``.
+        """
+        arr = self._check_x(x)
+        uu = np.ascontiguousarray(np.asarray(u, dtype=np.float32))
+        if uu.shape != (arr.shape[0], self.num_classes):
+            raise AttributionInputError(f"u: expected shape ({arr.shape[0]}, {self.num_classes}), got {uu.shape}")
+        req = self._requests()[1]
+        res = req.infer({0: arr, 1: uu})
+        return np.array(res[0], dtype=np.float32, copy=True), np.array(res[1], dtype=np.float32, copy=True)
+
+    def gradient(self, x: npt.ArrayLike, target: npt.ArrayLike) -> tuple[F32, F32]:
+        """``(logits, d logits[n, target[n]] / d x[n])`` — saliency's gradient, one request."""
+        arr = self._check_x(x)
+        t = np.asarray(target, dtype=np.int64).reshape(-1)
+        u = np.zeros((arr.shape[0], self.num_classes), np.float32)
+        u[np.arange(arr.shape[0]), t] = 1.0
+        return self.vjp(arr, u)
+
+
+class _OVGradFunction(torch.autograd.Function):
+    """forward = compiled IR, backward = VJP model with ``grad_output`` as the cotangent."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, runner: VJPModel) -> torch.Tensor:
+        ctx.runner = runner
+        ctx.save_for_backward(x)
+        logits = runner.forward(x.detach().cpu().numpy())
+        return torch.from_numpy(logits).to(device=x.device, dtype=x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        _, g = ctx.runner.vjp(x.detach().cpu().numpy(), grad_out.detach().cpu().numpy())
+        return torch.from_numpy(g).to(device=x.device, dtype=x.dtype), None
+
+
+class OVTorchModule(nn.Module):
+    """``nn.Module`` view of a :class:`VJPModel` (no parameters; differentiable w.r.t. its input)."""
+
+    def __init__(self, runner: VJPModel) -> None:
+        super().__init__()
+        self.runner = runner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, C)`` of ``x (N, 3, H, W)``; gradients flow through the VJP model."""
+        out: torch.Tensor = _OVGradFunction.apply(x, self.runner)
+        return out
+
+
+def as_torch_module(runner: VJPModel) -> OVTorchModule:
+    """Wrap ``runner`` for captum / torch autograd: ``captum.attr.Saliency(as_torch_module(r))``."""
+    return OVTorchModule(runner)
