@@ -124,7 +124,7 @@ def resolve_data(cfg: EnsembleConfig, data: DataSource | str | Path | None = Non
     if data is not None:
         src = DataSource.coerce(data)
         if src.spec is not None and src.val_spec is None:
-            src.val_spec = d.val_dataset
+            src = replace(src, val_spec=d.val_dataset)
         return src
     if d.root:
         return DataSource(root=Path(d.root))

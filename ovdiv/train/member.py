@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +60,8 @@ class TrainResult:
 def _resolve_data(recipe: Recipe, data: DataSource | str | Path | None, seed: int) -> DataSource:
     if data is not None:
         src = DataSource.coerce(data)
-        if src.spec is not None:
-            src.val_spec = src.val_spec or (recipe.data.val if recipe.data.train == src.spec else None)
+        if src.spec is not None and src.val_spec is None and recipe.data.train == src.spec:
+            src = replace(src, val_spec=recipe.data.val)
         return src
     if recipe.data.train:
         return DataSource(

@@ -106,3 +106,29 @@ def test_pairwise_disagreement_by_hand():
     # pairs: (0,1): 2/4, (0,2): 2/4, (1,2): 2/4
     assert pairwise_disagreement(correct) == pytest.approx(0.5)
     assert pairwise_disagreement(correct[:1]) == 0.0
+
+
+def test_members_export_and_evaluate(tmp_path, demo_arrays, tiny_raw):
+    """Jointly trained members export to ONNX + IR through ovdiv.export and evaluate like any member."""
+    import numpy as np
+
+    import ovdiv
+    from ovdiv.models import load_checkpoint
+
+    cfg = _cfg(tiny_raw, "gncl", 0.2, "average")
+    data = DataSource(arrays=demo_arrays[0], val_arrays=demo_arrays[1])
+    res = train_ensemble(cfg, out_dir=tmp_path, data=data, epochs=1, max_steps=2, export=True)
+    xmls = sorted(a.path for a in res.exported if str(a.path).endswith(".xml"))
+    assert [p.name for p in xmls] == ["m_fp32.xml", "r_fp32.xml"]
+    images = demo_arrays[1][0][:8]
+    for ckpt in res.members:
+        member = ovdiv.load_member(tmp_path / "export" / f"{ckpt.stem}_fp32.xml")
+        net, meta = load_checkpoint(ckpt)
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - torch.tensor(meta.mean).view(1, 3, 1, 1)
+        x = x / torch.tensor(meta.std).view(1, 3, 1, 1)
+        with torch.no_grad():
+            ref = net.eval()(x).numpy()
+        np.testing.assert_allclose(member.predict(images), ref, rtol=1e-3, atol=1e-3)
+    result = ovdiv.evaluate([str(p) for p in xmls], datasets=["demo"], attribution=None, limit=32)
+    metrics = {r["metric"] for r in result.rows}
+    assert {"top1", "ensemble_top1", "disagreement"} <= metrics
