@@ -48,6 +48,10 @@ from ovdiv.metrics.consensus import member_topk_accuracy as member_topk_accuracy
 from ovdiv.metrics.consensus import softmax as softmax
 from ovdiv.metrics.consensus import tie_priority as tie_priority
 from ovdiv.metrics.consensus import topk_accuracy as topk_accuracy
+from ovdiv.metrics.correlation import STUDY_METRICS as STUDY_METRICS
+from ovdiv.metrics.correlation import correlation_study as correlation_study
+from ovdiv.metrics.correlation import pearson as pearson
+from ovdiv.metrics.correlation import spearman as spearman
 from ovdiv.metrics.pairwise import Equitability as Equitability
 from ovdiv.metrics.pairwise import correctness as correctness
 from ovdiv.metrics.pairwise import correctness_tables as correctness_tables
@@ -61,3 +65,7 @@ from ovdiv.metrics.pairwise import pdr as pdr
 from ovdiv.metrics.pairwise import q_statistic as q_statistic
 from ovdiv.metrics.pairwise import shannon_equitability as shannon_equitability
 from ovdiv.metrics.pairwise import shannon_equitability_per_sample as shannon_equitability_per_sample
+from ovdiv.metrics.pool import ENSEMBLE_METRICS as ENSEMBLE_METRICS
+from ovdiv.metrics.pool import PoolStats as PoolStats
+from ovdiv.metrics.pool import score_subsets as score_subsets
+from ovdiv.metrics.subsets import SubsetStats as SubsetStats

@@ -79,15 +79,27 @@ def _ece_compute(stats: F64) -> float:
     return float(gap.sum() / n)
 
 
-def ece_bin_stats(probs: npt.ArrayLike, labels: npt.ArrayLike, *, n_bins: int = 15) -> F64:
+def ece_bin_stats(
+    probs: npt.ArrayLike, labels: npt.ArrayLike, *, n_bins: int = 15, preds: npt.ArrayLike | None = None
+) -> F64:
     """Sufficient statistics of ECE: ``(n_bins + 1, 3)`` rows ``[count, Σ conf, Σ correct]``.
 
     Statistics of disjoint batches add; :func:`ece_from_bin_stats` turns them into the ECE.
+
+    Args:
+        probs: ``(N, C)`` probabilities.
+        labels: ``(N,)`` int labels.
+        n_bins: Number of equal-width bins.
+        preds: Optional ``(N,)`` predictions to use instead of ``argmax(probs)`` (e.g. a majority vote's
+            tie-broken winner); confidence is then ``probs[n, preds[n]]``.
     """
     p = _check_probs(probs, "probs", 2, what="(N, C)")
     y = _check_int(labels, "labels", 1, shape={0: p.shape[0]}, num_classes=p.shape[1], what="(N,)")
     n_bins = _check_positive_int(n_bins, "n_bins")
-    pred = p.argmax(axis=1)
+    if preds is None:
+        pred = p.argmax(axis=1)
+    else:
+        pred = _check_int(preds, "preds", 1, shape={0: p.shape[0]}, num_classes=p.shape[1], what="(N,)")
     conf = p[np.arange(y.size), pred].astype(np.float64)
     return _ece_update(conf, pred == y, n_bins)
 
@@ -98,17 +110,20 @@ def ece_from_bin_stats(stats: npt.ArrayLike) -> float:
     return _ece_compute(np.asarray(s, dtype=np.float64))
 
 
-def expected_calibration_error(probs: npt.ArrayLike, labels: npt.ArrayLike, n_bins: int = 15) -> float:
+def expected_calibration_error(
+    probs: npt.ArrayLike, labels: npt.ArrayLike, n_bins: int = 15, *, preds: npt.ArrayLike | None = None
+) -> float:
     """Top-label expected calibration error with ``n_bins`` equal-width bins (module docstring).
 
     Args:
         probs: ``(N, C)`` probabilities.
         labels: ``(N,)`` int labels.
         n_bins: Number of bins (15 by default, as in the paper's tooling and torchmetrics).
+        preds: Optional predictions replacing ``argmax(probs)`` (see :func:`ece_bin_stats`).
 
     Returns:
         ``Σ_b (n_b/N) |acc_b − conf_b|`` in [0, 1].
     """
-    stats = ece_bin_stats(probs, labels, n_bins=n_bins)
+    stats = ece_bin_stats(probs, labels, n_bins=n_bins, preds=preds)
     _check_nonempty(int(stats[:, 0].sum()), "labels")
     return _ece_compute(stats)
