@@ -23,6 +23,8 @@ from ovdiv.data.corruptions import (
 )
 from ovdiv.errors import DataError
 
+NO_RANDOM_DRAWS = {"bleach_bypass", "technicolor", "circular_motion_blur", "color_dither"}
+
 
 def make_image(size: int, seed: int = 7) -> np.ndarray:
     """A smooth gradient + checker pattern + a little noise, uint8 (size, size, 3)."""
@@ -146,9 +148,11 @@ def test_deterministic_and_input_untouched(name: str) -> None:
     assert np.array_equal(img, before)
     assert np.array_equal(a, b)
     assert a.dtype == np.uint8 and a.shape == img.shape
-    # Another seed gives another result for every randomised corruption.
-    c = corrupt(img, name, sev, 124)
-    assert not np.array_equal(a, c)
+    others = [corrupt(img, name, sev, s) for s in (124, 125, 126, 127)]
+    if name in NO_RANDOM_DRAWS:
+        assert all(np.array_equal(a, c) for c in others)
+    else:  # another seed gives another result (color_balance has a single coin flip: 5 seeds)
+        assert any(not np.array_equal(a, c) for c in others)
 
 
 @pytest.mark.parametrize("name", sorted(set(available())))

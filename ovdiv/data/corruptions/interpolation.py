@@ -82,3 +82,34 @@ class BilinearZero:
 def bilinear_zero(image: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
     """One-shot :class:`BilinearZero` call: float64 ``(C, N)`` samples of ``image`` at ``(p0, p1)``."""
     return BilinearZero(image)(p0, p1)
+
+
+def bilinear_points(image: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
+    """Like :func:`bilinear_zero` for a few points, without building a padded copy of ``image``.
+
+    Args:
+        image: ``(H, W, C)`` array (uint8 / float32 / float64).
+        p0: Row coordinates, float64, 1-D of length ``N``.
+        p1: Column coordinates, float64, length ``N``.
+
+    Returns:
+        float64 ``(C, N)``.
+    """
+    height, width = image.shape[:2]
+    p0 = np.asarray(p0, dtype=np.float64)
+    p1 = np.asarray(p1, dtype=np.float64)
+    lo_r = np.floor(p0)
+    lo_c = np.floor(p1)
+    w_u = (1.0 - p1) + lo_c
+    w_d = (1.0 - (lo_c + 1.0)) + p1
+    w_l = (1.0 - p0) + lo_r
+    w_r = (1.0 - (lo_r + 1.0)) + p0
+    r = lo_r.astype(np.int64)
+    c = lo_c.astype(np.int64)
+    taps = []
+    for a, b in ((r, c), (r, c + 1), (r + 1, c), (r + 1, c + 1)):
+        ok = (a >= 0) & (a < height) & (b >= 0) & (b < width)
+        v = image[np.clip(a, 0, height - 1), np.clip(b, 0, width - 1)].astype(np.float64).T  # (C, N)
+        taps.append(np.where(ok, v, 0.0))
+    v_lu, v_ld, v_ru, v_rd = taps
+    return (v_lu * w_u + v_ld * w_d) * w_l + (v_ru * w_u + v_rd * w_d) * w_r
