@@ -14,6 +14,8 @@ Labelling rules:
   string sorting (torchvision's ImageFolder) silently mislabels 990 of the 1000 classes.
 - ``imagefolder:<path>``: label = position in the natural sort of folder names (``2`` < ``10``), or
   the line number (0-based) of the folder name in a ``classes`` file.
+  A relative path is taken from the current directory, or, when it does not exist there, from the
+  data root.
 - published ImageNet-C-bar (``<root>/imagenet-c-bar/<corruption>/<severity>/<wnid>/``, severity
   folder ``%.2f`` magnitude or ``1..5``): labels as for ``imagenet``; the files are already 224x224
   and are never resized or cropped again.

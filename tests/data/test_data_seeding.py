@@ -43,3 +43,12 @@ def test_stream_seed_separates_streams() -> None:
     assert stream_seed(0, "demo:test") != stream_seed(0, "demo:train")
     assert stream_seed(0, "demo:test") == stream_seed(0, "demo:test")
     assert stream_seed(1, "demo:test") != stream_seed(0, "demo:test")
+
+
+def test_importing_ovdiv_data_stays_light() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, ovdiv.data; print(sorted(m for m in ('torch', 'openvino', 'matplotlib') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
