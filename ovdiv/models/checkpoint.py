@@ -50,6 +50,7 @@ import importlib
 import json
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -191,17 +192,19 @@ def _read(path: str | os.PathLike[str], map_location: str | torch.device) -> dic
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found is None:  # not a pickled object graph at all (text file, random bytes, ...)
+            raise CheckpointError(f"checkpoint {p} is corrupt or not a torch file (unpickling failed)") from exc
         raise CheckpointError(
-            f"checkpoint {p} holds objects that are not allowed with weights_only=True ({first})",
+            f"checkpoint {p} holds Python objects that weights_only=True loading refuses ({found.group(1)})",
             "save it with ovdiv.models.save_checkpoint",
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint {p} is corrupt or not a torch file ({type(exc).__name__})") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        fmt = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(
-            f"checkpoint {p} is not an ovdiv checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})",
+            f"checkpoint {p} is not an ovdiv checkpoint (format {fmt!r}, expected {CHECKPOINT_FORMAT!r})",
             "save it with ovdiv.models.save_checkpoint",
         )
     return payload
