@@ -55,7 +55,7 @@ def test_line_pixels_equals_zingl_loop() -> None:
     ends[20:40, 2] = ends[20:40, 0]  # vertical
     ends[40:60, 3] = ends[40:60, 1]  # horizontal
     ends[60:80, 2] = ends[60:80, 0] + (ends[60:80, 3] - ends[60:80, 1])  # diagonal
-    flat, vals, line = line_pixels(ends[:, 0], ends[:, 1], ends[:, 2], ends[:, 3], size)
+    flat, vals, line = line_pixels(ends[:, 0], ends[:, 1], ends[:, 2], ends[:, 3], size, return_line=True)
     for k, (r0, c0, r1, c1) in enumerate(ends.tolist()):
         expected = sorted(
             (r * size + c, v) for r, c, v in zingl_line_aa(r0, c0, r1, c1) if 0 <= r < size and 0 <= c < size

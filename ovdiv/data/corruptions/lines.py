@@ -42,8 +42,8 @@ def sample_lines(rs: np.random.RandomState, severity: float, im_size: int) -> di
 
 
 def line_pixels(
-    r0: np.ndarray, c0: np.ndarray, r1: np.ndarray, c1: np.ndarray, im_size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r0: np.ndarray, c0: np.ndarray, r1: np.ndarray, c1: np.ndarray, im_size: int, *, return_line: bool = False
+) -> tuple[np.ndarray, ...]:
     """The in-image pixels of many ``skimage.draw.line_aa`` lines (float64 variant), computed in closed form.
 
     Zingl's loop emits per iteration ``k`` the main pixel with ``e = |err − dc + dr|/ed``, then on a column
@@ -56,20 +56,22 @@ def line_pixels(
     No pixel repeats within one line.
 
     Args:
-        r0: Start rows, int64 ``(L,)``.
+        r0: Start rows, int ``(L,)``.
         c0: Start columns.
         r1: End rows.
         c1: End columns.
         im_size: Image side ``S``; pixels outside ``[0, S)²`` are dropped.
+        return_line: Also return the line index of every pixel.
 
     Returns:
-        ``(flat, vals, line)``: flat pixel index ``row·S + col`` (int64), ``val`` (float64) and the line
-        index of every emitted in-image pixel, line-major (the order within a line is not the library's).
+        ``(flat, vals[, line])``: flat pixel index ``row·S + col``, ``val`` (float64) [and line index] of
+        every emitted in-image pixel, line-major (the order within a line is not the library's).
     """
     r0 = np.asarray(r0, dtype=np.int64)
     c0 = np.asarray(c0, dtype=np.int64)
     r1 = np.asarray(r1, dtype=np.int64)
     c1 = np.asarray(c1, dtype=np.int64)
+    num = len(r0)
     dc = np.abs(c0 - c1)
     dr = np.abs(r0 - r1)
     sc = np.where(c0 < c1, 1, -1)
@@ -88,47 +90,56 @@ def line_pixels(
     # Only iterations whose major coordinate lies in [-1, S] can emit an in-image pixel.
     lo = np.maximum(np.where(s_maj > 0, -1 - maj0, maj0 - im_size), 0)
     hi = np.minimum(np.where(s_maj > 0, im_size - maj0, maj0 + 1), d_maj)
-    width = int((hi - lo).max()) + 1 if len(r0) else 0
+    width = int((hi - lo).max()) + 1 if num else 0
     if width <= 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64)
+        empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
+        return (*empty, np.zeros(0, dtype=np.int64)) if return_line else empty
 
-    col = (slice(None), None)
-    k = lo[col] + np.arange(width + 1, dtype=np.int64)[None, :]
-    m = (d_min[col] * (2 * k + 1)) // (2 * np.maximum(d_maj, 1)[col])
+    # Integer work in int32 (all magnitudes are < 2**31 for any sane image size).
+    i32 = np.int32
+
+    def col(v: np.ndarray) -> np.ndarray:
+        return v.astype(i32)[:, None]
+
+    k = col(lo) + np.arange(width + 1, dtype=i32)[None, :]
+    m = (col(d_min) * (2 * k + 1)) // (2 * col(np.maximum(d_maj, 1)))
     minor_step = m[:, 1:] > m[:, :-1]
     k, m = k[:, :-1], m[:, :-1]
-    dmaj, dmin, edc = d_maj[col], d_min[col], ed[col]
+    dmaj, dmin = col(d_maj), col(d_min)
     d = m * dmaj - k * dmin
-    alive = k <= hi[col]
-    before_end = alive & (k < d_maj[col])
+    alive = k <= col(hi)
+    before_end = alive & (k < dmaj)
 
-    maj = maj0[col] + s_maj[col] * k
-    mnr = min0[col] + s_min[col] * m
-    maj1 = maj + s_maj[col]
-    min1 = mnr + s_min[col]
-    # 0 <= v < S in one comparison: negative int64 values are huge as uint64.
-    maj_ok = maj.view(np.uint64) < im_size
-    min_ok = mnr.view(np.uint64) < im_size
-    maj1_ok = maj1.view(np.uint64) < im_size
-    min1_ok = min1.view(np.uint64) < im_size
-    flat = maj * stride_maj[col] + mnr * stride_min[col]
+    maj = col(maj0) + col(s_maj) * k
+    mnr = col(min0) + col(s_min) * m
+    maj1 = maj + col(s_maj)
+    min1 = mnr + col(s_min)
+    # 0 <= v < S in one comparison: negative int32 values are huge as uint32.
+    maj_ok = maj.view(np.uint32) < im_size
+    min_ok = mnr.view(np.uint32) < im_size
+    maj1_ok = maj1.view(np.uint32) < im_size
+    min1_ok = min1.view(np.uint32) < im_size
 
-    e_minor_side = d + dmaj
-    e_major_side = dmin - d
-    # Axis 1 = the three pixel kinds, so that the selected entries come out line-major.
-    ok = np.stack(
-        [
-            alive & maj_ok & min_ok,
-            before_end & (e_minor_side < edc) & maj_ok & min1_ok,
-            before_end & minor_step & (e_major_side < edc) & maj1_ok & min_ok,
-        ],
-        axis=1,
-    )
-    flats = np.stack([flat, flat + s_min[col] * stride_min[col], flat + s_maj[col] * stride_maj[col]], axis=1)
-    errs = np.stack([d, e_minor_side, e_major_side], axis=1)
-    line, _, _ = np.nonzero(ok)
-    vals = 1.0 - np.abs(errs[ok]) / ed[line]
-    return flats[ok], vals, line
+    shape = (num, 3, width)  # axis 1 = the three pixel kinds; entries come out line-major
+    flats = np.empty(shape, dtype=i32)
+    np.add(maj * col(stride_maj), mnr * col(stride_min), out=flats[:, 0])
+    np.add(flats[:, 0], col(s_min * stride_min), out=flats[:, 1])
+    np.add(flats[:, 0], col(s_maj * stride_maj), out=flats[:, 2])
+    errs = np.empty(shape, dtype=i32)
+    np.add(d, dmaj, out=errs[:, 1])
+    np.subtract(dmin, d, out=errs[:, 2])
+    ed_col = ed[:, None]
+    ok = np.empty(shape, dtype=bool)
+    np.logical_and(alive & maj_ok, min_ok, out=ok[:, 0])
+    np.logical_and(before_end & (errs[:, 1] < ed_col) & maj_ok, min1_ok, out=ok[:, 1])
+    np.logical_and(before_end & minor_step & (errs[:, 2] < ed_col) & maj1_ok, min_ok, out=ok[:, 2])
+    errs[:, 0] = d
+    np.abs(errs, out=errs)
+    vals = 1.0 - errs / ed[:, None, None]
+    result = (flats[ok].astype(np.int64), vals[ok])
+    if return_line:
+        return (*result, np.nonzero(ok)[0])
+    return result
 
 
 def apply_lines(
