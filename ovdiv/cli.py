@@ -640,7 +640,7 @@ def export(
     default=("average",),
     show_default=True,
     type=click.Choice(["average", "average_probs", "majority", "median", "geometric"]),
-    help="Consensus rule(s); the first is the default, others add ':rule' metric rows.",
+    help="Consensus rule(s); rules other than average add ':rule' metric rows (ensemble_top1:majority).",
 )
 @click.option(
     "--attribution",

@@ -367,7 +367,8 @@ def evaluate(
         subset_size: Score every ``k``-subset of the pool (None: the whole pool is one ensemble).
         limit: First N images of each dataset.
         cache_dir: Cache root (prepared data and evaluation work); default ``~/.cache/ovdiv``.
-        consensus: Consensus rule(s); the first is the default for unsuffixed metric names.
+        consensus: Consensus rule(s); rules other than ``average`` add ``:rule``-suffixed rows; the first picks
+            the attribution target of ``attribution_target="ensemble"``.
         attribution_target: ``ensemble`` (default), ``member`` or ``label``.
         attribution_norm: ``max`` (default), ``sum`` or ``none``.
         attribution_samples: Attribution on the first N images (default all).
@@ -414,7 +415,11 @@ def evaluate(
         chunk_size=chunk_size,
         examples=examples,
     )
-    items: list[Any] = [datasets] if isinstance(datasets, str) or hasattr(datasets, "batches") else list(datasets)
+    given: list[Any] = [datasets] if isinstance(datasets, str) or hasattr(datasets, "batches") else list(datasets)
+    items: list[Any] = []
+    for d in given:  # "cbar[:name]" expands to its datasets; other specs keep the user's spelling
+        expanded = importlib.import_module("ovdiv.data").expand_spec(d) if isinstance(d, str) else [d]
+        items.extend(expanded if len(expanded) > 1 or (isinstance(d, str) and d.startswith("cbar")) else [d])
     specs = [d if isinstance(d, str) else str(d.manifest["spec"]) for d in items]
     if not specs:
         raise ConfigError("no dataset given", "pass --dataset SPEC (e.g. demo or lines1.6@demo)")
@@ -500,13 +505,13 @@ def evaluate(
             "check the artifact and try --precision f32",
         )
     for spec, ds in zip(specs, prepared, strict=True):
-        logits = np.stack([ev.load_logits(m, ds) for m in ens])  # type: ignore[misc]
         feats = [ev.load_features(m, ds) for m in ens] if len(ens) >= 2 else None
+        labels = np.asarray(ds.labels)
         ds_rows, ds_arrays = score_dataset(
             spec,
             names=ens.names,
-            logits=logits,
-            labels=np.asarray(ds.labels),
+            num_classes=ens.num_classes,
+            chunks=((ev.chunk_logits(ds, s, e), labels[s:e]) for s, e in ev.chunks(len(ds))),
             options=opt,
             attribution_stats=ev.load_attribution(ds),
             features=feats,
@@ -519,7 +524,6 @@ def evaluate(
             rel = f"extras/{kind}_{slug(spec)}.npz"
             arrays[rel] = arrs
             extras.setdefault(kind, {})[spec] = rel
-        del logits
     ev._tick("scoring", t0)
     ev.timings["total"] = round(time.perf_counter() - t_start, 4)
     metadata["timings"] = ev.timings

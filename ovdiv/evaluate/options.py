@@ -55,7 +55,8 @@ class EvalOptions:
 
     Attributes:
         subset_size: Score every k-subset of the pool (None: one ensemble of all members).
-        consensus: Consensus rules; the first is the default (unsuffixed metric names).
+        consensus: Consensus rules (metrics of rules other than ``average`` carry a ``:rule`` suffix); the
+            first one picks the ensemble prediction used as attribution target.
         attribution: Attribution method (``none`` switches attribution off).
         attribution_target: Class each member's map is computed for: the pool's ensemble prediction
             (first consensus rule), each member's own prediction, or the label.

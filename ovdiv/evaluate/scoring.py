@@ -1,38 +1,36 @@
 """Scoring of cached per-member data: member rows and ensemble rows for one ensemble or every k-subset.
 
-Everything here runs on cached arrays only (no model executes). Formulas are those of
-:mod:`ovdiv.metrics` (DESIGN.md §5); pairwise metrics are computed once on the pool as ``(M, M)``
-matrices and an ensemble ``S`` takes the mean over its unordered pairs (:func:`ovdiv.metrics.pair_mean`),
-so scoring all k-subsets costs one consensus evaluation per subset. Attribution diversity of a subset
-follows exactly from the pool's pairwise SSD sums (:func:`ovdiv.metrics.attribution_diversity_from_ssd`).
+Everything here runs on cached arrays only (no model executes). The pool's logits stream chunk by
+chunk into :class:`ovdiv.metrics.PoolStats` (all-subset sufficient statistics, memory flat in N) and
+:func:`ovdiv.metrics.score_subsets` scores every subset (DESIGN.md §5 formulas). Attribution diversity
+of a subset follows exactly from the pool's pairwise SSD sums, accumulated per chunk by the engine.
 
 Rows per dataset:
 
-* member rows (``member`` set): ``top1``, ``top5`` (top-min(5, C)), ``nll``, ``ece``;
-* ensemble rows (``ensemble`` set), per consensus rule (suffix ``:rule`` except for the first rule):
-  ``ensemble_top1``, ``ensemble_top5``, ``ensemble_nll``, ``ensemble_ece``, ``improvement``,
-  ``improvement_vs_mean``, ``shannon_equitability_correct``, ``shannon_equitability_wrong``;
-  and once: ``mean_member_top1``, ``max_member_top1``, ``disagreement``, ``q_statistic``,
-  ``correlation``, ``double_fault``, ``pdr``, ``kl_divergence``, and when computed
-  ``attribution_diversity``, ``attribution_rmse``, ``hash_ahash``, ``hash_phash``, ``hash_dhash``,
-  ``hash_whash`` (over the first ``attribution_samples`` images) and ``cka_mean`` (mean pairwise linear
-  CKA of penultimate features over the first ``cka_samples`` images).
+* member rows (``member`` set): ``top1``, ``top5``, ``nll``, ``ece``;
+* ensemble rows (``ensemble`` set), per consensus rule (suffix ``:rule`` for rules other than
+  ``average``, e.g. ``ensemble_top1:majority``): ``ensemble_top1``, ``ensemble_top5``, ``ensemble_nll``,
+  ``ensemble_ece``, ``improvement``, ``improvement_vs_mean``, ``shannon_equitability_correct``,
+  ``shannon_equitability_wrong``; and once: ``mean_member_top1``, ``max_member_top1``,
+  ``disagreement``, ``q_statistic``, ``correlation``, ``double_fault``, ``pdr``, ``kl_divergence``, and
+  when computed ``attribution_diversity``, ``attribution_rmse``, ``hash_ahash``, ``hash_phash``,
+  ``hash_dhash``, ``hash_whash`` (over the first ``attribution_samples`` images) and ``cka_mean`` (mean
+  pairwise linear CKA of penultimate features over the first ``cka_samples`` images; the per-layer
+  matrices go to the report's side data).
 """
 
 from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ovdiv import metrics as mt
-from ovdiv.evaluate.ensemble import ensemble_name
 from ovdiv.evaluate.options import EvalOptions
-from ovdiv.metrics import pairwise as pw
 
 __all__ = [
     "score_dataset",
@@ -128,16 +126,15 @@ def cka_matrices(features: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndar
     return out
 
 
-def _suffix(rule: Any, first: Any) -> str:
-    return "" if rule == first else f":{rule}"
+_ATTRIBUTION_METRICS = ("attribution_diversity", "attribution_rmse", *(f"hash_{h}" for h in mt.HASH_METHODS))
 
 
 def score_dataset(
     spec: str,
     *,
     names: Sequence[str],
-    logits: np.ndarray,
-    labels: np.ndarray,
+    num_classes: int,
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]],
     options: EvalOptions,
     attribution_stats: mt.AttributionDiversity | None = None,
     features: Sequence[dict[str, np.ndarray] | None] | None = None,
@@ -145,12 +142,16 @@ def score_dataset(
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """Rows for one dataset (see module docstring) and its report side data.
 
+    The pool's logits stream chunk by chunk into a :class:`ovdiv.metrics.PoolStats` that accumulates the
+    all-subset statistics of the requested subset size and consensus rules, so memory stays flat in N;
+    :func:`ovdiv.metrics.score_subsets` then gives one row per subset.
+
     Args:
         spec: Dataset spec (the rows' ``dataset``).
         names: Pool member names (M).
-        logits: Pool logits ``(M, N, C)``.
-        labels: ``(N,)`` int labels.
-        options: The run's options (consensus rules, subset size, seed).
+        num_classes: C.
+        chunks: ``(logits (M, B, C), labels (B,))`` in sample order, covering the dataset.
+        options: The run's options (consensus rules, subset size, seed, attribution norm).
         attribution_stats: Merged pairwise attribution statistics of the pool, if attribution ran.
         features: Per member CKA features (dict layer -> ``(n, D)``), if computed.
         examples: Example maps for the report (see :mod:`ovdiv.evaluate.results`).
@@ -158,41 +159,34 @@ def score_dataset(
     Returns:
         ``(rows, {"saliency": arrays, "cka": arrays})`` (kinds present only when computed).
     """
-    m, _, c = logits.shape
-    y = np.asarray(labels, dtype=np.int64)
-    k5 = min(5, c)
-    rows: list[dict[str, Any]] = []
-
-    def row(metric: str, value: float, *, member: str | None = None, ens: str | None = None) -> None:
-        rows.append({"ensemble": ens, "member": member, "dataset": spec, "metric": metric, "value": float(value)})
-
-    top1 = mt.member_topk_accuracy(logits, y, 1)
-    top5 = mt.member_topk_accuracy(logits, y, k5)
+    m = len(names)
+    k = options.subset_size or m
+    rules = options.consensus
+    pool = mt.PoolStats(
+        names,
+        num_classes,
+        subset_sizes=(k,) if m >= 2 else (),
+        consensus=rules,
+        seed=options.seed,
+        attribution_norm=options.attribution_norm,
+        hashes=True,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mt.MetricWarning)
-        for i, name in enumerate(names):
-            row("top1", top1[i], member=name)
-            row("top5", top5[i], member=name)
-            row("nll", mt.nll_from_logits(logits[i], y), member=name)
-            row("ece", mt.expected_calibration_error(mt.softmax(logits[i]), y), member=name)
+        for logits, labels in chunks:
+            pool.update(logits, labels)
+    rows: list[dict[str, Any]] = []
 
+    def row(metric: str, value: Any, *, member: str | None = None, ens: str | None = None) -> None:
+        rows.append({"ensemble": ens, "member": member, "dataset": spec, "metric": metric, "value": float(value)})
+
+    for name, vals in pool.member_metrics().items():
+        for metric in ("top1", "top5", "nll", "ece"):
+            row(metric, vals[metric], member=name)
     arrays: dict[str, dict[str, np.ndarray]] = {}
     if m < 2:
         return rows, arrays
 
-    preds = logits.argmax(axis=2).astype(np.int64)
-    tables = mt.correctness_tables(preds == y[None, :])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", mt.MetricWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        pair = {"pdr": mt.pdr(preds), "kl_divergence": mt.kl_divergence_from_logits(logits)}
-        pair["disagreement"] = pw.disagreement_from_tables(tables)
-        pair["q_statistic"] = pw.q_statistic_from_tables(tables)
-        pair["correlation"] = pw.correlation_from_tables(tables)
-        pair["double_fault"] = pw.double_fault_from_tables(tables)
-    att: dict[str, Any] | None = None
-    if attribution_stats is not None and attribution_stats.n > 0:
-        att = attribution_stats.compute()
     cka: dict[str, np.ndarray] | None = None
     if features is not None and all(f is not None for f in features):
         cka = cka_matrices([f for f in features if f is not None])
@@ -206,47 +200,28 @@ def score_dataset(
         }
     if examples is not None:
         arrays["saliency"] = dict(examples)
+    has_att = attribution_stats is not None and attribution_stats.n > 0
+    if has_att:
+        pool.attribution.merge(attribution_stats)  # type: ignore[arg-type]
 
-    k = options.subset_size or m
-    rules = options.consensus
-    for subset in itertools.combinations(range(m), k):
-        idx = np.asarray(subset, dtype=np.int64)
-        ens = ensemble_name([names[i] for i in subset])
-        sub = logits[idx]
-        accs = top1[idx]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", mt.MetricWarning)
-            warnings.simplefilter("ignore", RuntimeWarning)
-            for rule in rules:
-                sfx = _suffix(rule, rules[0])
-                acc = mt.ensemble_topk_accuracy(sub, y, 1, rule, seed=options.seed)
-                row(f"ensemble_top1{sfx}", acc, ens=ens)
-                row(f"ensemble_top5{sfx}", mt.ensemble_topk_accuracy(sub, y, k5, rule, seed=options.seed), ens=ens)
-                probs = mt.ensemble_probs(sub, rule)
-                row(f"ensemble_nll{sfx}", mt.nll(probs, y), ens=ens)
-                row(f"ensemble_ece{sfx}", mt.expected_calibration_error(probs, y), ens=ens)
-                row(f"improvement{sfx}", mt.improvement(acc, accs), ens=ens)
-                row(f"improvement_vs_mean{sfx}", mt.improvement_vs_mean(acc, accs), ens=ens)
-                eq = mt.shannon_equitability(
-                    preds[idx], y, mt.ensemble_predict(sub, rule, seed=options.seed), num_classes=c
-                )
-                row(f"shannon_equitability_correct{sfx}", eq.correct, ens=ens)
-                row(f"shannon_equitability_wrong{sfx}", eq.wrong, ens=ens)
-            row("mean_member_top1", float(accs.mean()), ens=ens)
-            row("max_member_top1", float(accs.max()), ens=ens)
-            for name in ("disagreement", "q_statistic", "correlation", "double_fault", "pdr", "kl_divergence"):
-                row(name, mt.pair_mean(pair[name], idx), ens=ens)
-            if att is not None and attribution_stats is not None:
-                row(
-                    "attribution_diversity",
-                    mt.attribution_diversity_from_ssd(attribution_stats.ssd, attribution_stats.n, idx),
-                    ens=ens,
-                )
-                row("attribution_rmse", mt.pair_mean(att["attribution_rmse"], idx), ens=ens)
-                for h in mt.HASH_METHODS:
-                    key = f"hash_{h}"
-                    if key in att:
-                        row(key, mt.pair_mean(att[key], idx), ens=ens)
-            if cka is not None and "penultimate" in cka:
-                row("cka_mean", mt.pair_mean(cka["penultimate"], idx), ens=ens)
+    per_rule = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mt.MetricWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for rule in rules:
+            per_rule.append(mt.score_subsets(pool, k, consensus=rule))
+    for j, subset_row in enumerate(per_rule[0]):
+        ens = subset_row["ensemble"]
+        idx = np.asarray([names.index(n) for n in subset_row["members"]], dtype=np.int64)
+        seen: set[str] = set()
+        for rule_rows in per_rule:
+            for metric, value in rule_rows[j].items():
+                if metric in ("ensemble", "members", "size") or metric in seen:
+                    continue
+                if metric == "cka_mean" or (metric in _ATTRIBUTION_METRICS and not has_att):
+                    continue
+                seen.add(metric)
+                row(metric, value, ens=ens)
+        if cka is not None and "penultimate" in cka:
+            row("cka_mean", mt.pair_mean(cka["penultimate"], idx), ens=ens)
     return rows, arrays
