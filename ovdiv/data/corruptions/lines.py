@@ -186,11 +186,13 @@ def apply_lines(
         return out
     pos = np.arange(len(order))
     rank = pos - np.maximum.accumulate(np.where(new_pixel, pos, 0))
-    first = order[rank == 0]
-    _blend(pixels, flat[first], keep_w[first], grey_w[first])
-    for wave in range(1, int(rank.max()) + 1):
-        sel = order[rank == wave]
-        _blend(pixels, flat[sel], keep_w[sel], grey_w[sel])
+    rank_key = rank.astype(np.uint8) if rank.max() < 256 else rank
+    by_wave = order[np.argsort(rank_key, kind="stable")]  # wave-major; radix sort for uint8 keys
+    flat, keep_w, grey_w = flat[by_wave], keep_w[by_wave], grey_w[by_wave]
+    start = 0
+    for count in np.bincount(rank).tolist():
+        _blend(pixels, flat[start : start + count], keep_w[start : start + count], grey_w[start : start + count])
+        start += count
     return out
 
 
