@@ -71,7 +71,9 @@ class RunOptions:
     Attributes:
         device: ``"cuda"``, ``"cpu"`` or None (CUDA when available).
         amp: Mixed precision on CUDA (ignored on CPU).
-        amp_dtype: ``"float16"`` (with GradScaler) or ``"bfloat16"``.
+        amp_dtype: ``"float16"`` (with GradScaler) or ``"bfloat16"``; losses with input gradients
+            (attribution diversity) use bfloat16 where the GPU supports it, as GradScaler does not
+            protect the inner saliency gradients from fp16 underflow.
         channels_last: Channels-last memory format on CUDA (ignored on CPU).
         workers: DataLoader workers.
         val_every: Validate every this many epochs (0 = only at the end).
@@ -197,65 +199,70 @@ def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:
 
 
 class _Meter:
-    """Sums of per-batch statistics of one epoch (on this rank)."""
+    """Sums of per-batch statistics of one epoch (on this rank), kept on the device (no per-step sync).
+
+    Layout of ``acc``: ``[n, Σ loss·b, Σ ens_correct, Σ disagreement·b, Σ CE_i (M), Σ correct_i (M), Σ extra·b (K)]``.
+    """
 
     def __init__(self, m: int) -> None:
         self.m = m
+        self.keys: list[str] | None = None
+        self.acc: Tensor | None = None
         self.n = 0
-        self.batches = 0
-        self.loss = 0.0
-        self.ce = torch.zeros(m, dtype=torch.float64)
-        self.correct = torch.zeros(m, dtype=torch.float64)
-        self.ens_correct = 0.0
-        self.disagree = 0.0
-        self.extras: dict[str, float] = {}
 
     def update(self, out: StepOutput, y: Tensor) -> None:
-        z = out.logits.detach().float()
-        b = int(y.shape[0])
-        self.n += b
-        self.batches += 1
-        self.loss += float(out.loss.detach()) * b
-        mm, _, c = z.shape
-        self.ce += F.cross_entropy(z.reshape(-1, c), y.repeat(mm), reduction="none").view(mm, b).sum(1).double().cpu()
-        correct = z.argmax(-1) == y.unsqueeze(0)
-        self.correct += correct.sum(1).double().cpu()
-        self.ens_correct += float((z.mean(0).argmax(-1) == y).sum())
-        self.disagree += pairwise_disagreement(correct) * b
-        for k, v in out.extras.items():
-            self.extras[k] = self.extras.get(k, 0.0) + float(v.detach()) * b
+        with torch.no_grad():
+            z = out.logits.detach().float()
+            mm, b, c = z.shape
+            if self.keys is None:
+                self.keys = sorted(out.extras)
+            correct = z.argmax(-1) == y.unsqueeze(0)  # (M, B)
+            cf = correct.float()
+            if mm > 1:
+                pair = (cf.unsqueeze(1) != cf.unsqueeze(0)).float().mean(-1)  # (M, M)
+                disagree = pair.sum() / (mm * (mm - 1))  # mean over i<k (the matrix is symmetric)
+            else:
+                disagree = z.new_zeros(())
+            head = torch.stack(
+                [
+                    z.new_tensor(float(b)),
+                    out.loss.detach().float() * b,
+                    (z.mean(0).argmax(-1) == y).sum().float(),
+                    disagree * b,
+                ]
+            )
+            ce = F.cross_entropy(z.reshape(-1, c), y.repeat(mm), reduction="none").view(mm, b).sum(1)
+            extras = [out.extras[k].detach().float().reshape(()) * b for k in self.keys]
+            vec = torch.cat([head, ce, cf.sum(1), torch.stack(extras) if extras else z.new_zeros(0)]).double()
+            self.acc = vec if self.acc is None else self.acc + vec
+            self.n += b
 
     def reduce(self, env: DistEnv) -> None:
-        if env.world_size == 1:
+        if env.world_size == 1 or self.acc is None:
             return
-        vec = torch.cat(
-            [
-                torch.tensor([self.n, self.loss, self.ens_correct, self.disagree], dtype=torch.float64),
-                self.ce,
-                self.correct,
-                torch.tensor([self.extras[k] for k in sorted(self.extras)], dtype=torch.float64),
-            ]
-        ).to(env.device)
-        dist.all_reduce(vec)
-        vec = vec.cpu()
-        self.n, self.loss, self.ens_correct, self.disagree = int(vec[0]), *(float(v) for v in vec[1:4])
-        self.ce, self.correct = vec[4 : 4 + self.m], vec[4 + self.m : 4 + 2 * self.m]
-        for j, k in enumerate(sorted(self.extras)):
-            self.extras[k] = float(vec[4 + 2 * self.m + j])
+        dist.all_reduce(self.acc)
 
     def record(self, names: Sequence[str]) -> dict[str, Any]:
-        n = max(1, self.n)
+        if self.acc is None:
+            return {"train_loss": float("nan")}
+        v = self.acc.cpu().tolist()
+        m = self.m
+        n = max(1.0, v[0])
         rec: dict[str, Any] = {
-            "train_loss": self.loss / n,
-            "train_member_loss": {k: float(v) / n for k, v in zip(names, self.ce, strict=True)},
-            "train_member_top1": {k: float(v) / n for k, v in zip(names, self.correct, strict=True)},
+            "train_loss": v[1] / n,
+            "train_member_loss": {k: x / n for k, x in zip(names, v[4 : 4 + m], strict=True)},
+            "train_member_top1": {k: x / n for k, x in zip(names, v[4 + m : 4 + 2 * m], strict=True)},
         }
-        if self.m > 1:
-            rec["train_ensemble_top1"] = self.ens_correct / n
-            rec["train_disagreement"] = self.disagree / n
-        for k, v in sorted(self.extras.items()):
-            rec[f"train_{k}"] = v / n
+        if m > 1:
+            rec["train_ensemble_top1"] = v[2] / n
+            rec["train_disagreement"] = v[3] / n
+        for j, k in enumerate(self.keys or []):
+            rec[f"train_{k}"] = v[4 + 2 * m + j] / n
         return rec
+
+    def mean_loss(self) -> float:
+        """Running mean loss (synchronises with the device)."""
+        return float(self.acc[1] / self.acc[0]) if self.acc is not None else float("nan")
 
 
 class JointTrainer:
@@ -324,6 +331,10 @@ class JointTrainer:
         amp_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(options.amp_dtype)
         if amp_dtype is None:
             raise TrainingError(f"unknown amp_dtype {options.amp_dtype!r}", "use float16 or bfloat16")
+        if self.cuda and double_backward and amp_dtype == torch.float16 and torch.cuda.is_bf16_supported():
+            # input gradients inside the loss are not covered by GradScaler: fp16 would underflow them
+            log.info("AMP: bfloat16 instead of float16 for a loss with input gradients (no loss scaling needed)")
+            amp_dtype = torch.bfloat16
         self.amp_dtype: torch.dtype = amp_dtype if self.cuda else torch.bfloat16
         self.channels_last = bool(options.channels_last and (self.cuda or options.cpu_channels_last))
         if self.cuda:
@@ -518,7 +529,7 @@ class JointTrainer:
             if final or (every > 0 and self.epoch % every == 0):
                 rec.update(self.validate())
             rec["epoch_seconds"] = time.perf_counter() - t0
-            rec["images_per_second"] = meter.n / max(rec["epoch_seconds"], 1e-9)
+            rec["images_per_second"] = meter.n * self.env.world_size / max(rec["epoch_seconds"], 1e-9)
             if not math.isfinite(rec["train_loss"]):
                 raise TrainingError(
                     f"training diverged in epoch {self.epoch} (loss {rec['train_loss']})", "lower the lr or lambda"
@@ -541,37 +552,59 @@ class JointTrainer:
                 return
             yield self._to_device(x, y)
 
+    def _step(self, x: Tensor, y: Tensor, meter: _Meter) -> None:
+        """One optimizer step over the joint loss of batch ``(x, y)``."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            out = self.loss_fn(self._forward, self.members, x, y)
+        if (not self.cuda or self.step % 50 == 0) and not torch.isfinite(out.loss.detach()):
+            raise TrainingError(f"non-finite loss at step {self.step + 1}", "lower the lr or lambda")
+        self.scaler.scale(out.loss).backward()
+        if self.manual_allreduce:
+            self._allreduce_grads()
+        if self.grad_clip_norm:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.stack.parameters(), self.grad_clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.after_step is not None:
+            self.after_step(self.members)
+        self.step += 1
+        meter.update(out, y)
+
+    def train_steps(self, n: int) -> dict[str, Any]:
+        """Run ``n`` optimizer steps (cycling the loader) without hooks, files or validation.
+
+        For benchmarks and smoke checks; CUDA work is synchronised before returning.
+
+        Returns:
+            The train part of an epoch record over these steps.
+        """
+        self.stack.train()
+        meter = _Meter(len(self.members))
+        it = iter(self.loaders.train)
+        for _ in range(n):
+            try:
+                x, y = next(it)
+            except StopIteration:
+                it = iter(self.loaders.train)
+                x, y = next(it)
+            self._step(*self._to_device(x, y), meter)
+        if self.cuda:
+            torch.cuda.synchronize(self.env.device)
+        return meter.record(self.names)
+
     def _train_epoch(self) -> _Meter:
         self.stack.train()
         meter = _Meter(len(self.members))
-        for x, y in self._batches():
-            self.optimizer.zero_grad(set_to_none=True)
-            with self.autocast():
-                out = self.loss_fn(self._forward, self.members, x, y)
-            if not torch.isfinite(out.loss.detach()):
-                raise TrainingError(f"non-finite loss at step {self.step + 1}", "lower the lr or lambda")
-            self.scaler.scale(out.loss).backward()
-            if self.manual_allreduce:
-                self._allreduce_grads()
-            if self.grad_clip_norm:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.stack.parameters(), self.grad_clip_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            if self.after_step is not None:
-                self.after_step(self.members)
-            self.step += 1
-            meter.update(out, y)
+        detail = f"epoch {self.epoch + 1}/{self.epochs}"
+        for i, (x, y) in enumerate(self._batches()):
+            self._step(x, y, meter)
             if self.env.is_main and self.on_step_end is not None:
                 self.on_step_end(self.step, self.members)
             if self.progress is not None and self.env.is_main:
-                self.progress(
-                    Progress(
-                        self.task,
-                        self.step,
-                        self.total_steps,
-                        f"epoch {self.epoch + 1}/{self.epochs} loss {meter.loss / max(1, meter.n):.4f}",
-                    )
-                )
+                if i % 20 == 0 or self.step == self.total_steps:  # the loss read syncs with the GPU: not every step
+                    detail = f"epoch {self.epoch + 1}/{self.epochs} loss {meter.mean_loss():.4f}"
+                self.progress(Progress(self.task, self.step, self.total_steps, detail))
         return meter

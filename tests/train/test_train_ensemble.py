@@ -94,10 +94,11 @@ def test_cpu_amp_and_channels_last_code_paths(tmp_path, demo_arrays, tiny_raw):
     tiny_raw["members"] = [{"name": "r", "arch": "tiny_resnet"}, {"name": "r2", "arch": "tiny_resnet"}]
     cfg = _cfg(tiny_raw, "attribution_diversity", 0.1, None)
     opts = RunOptions(epochs=1, max_steps=2, cpu_amp=True, cpu_channels_last=True, val_every=1)
-    res = train_ensemble(
-        cfg, out_dir=tmp_path, data=DataSource(arrays=demo_arrays[0], val_arrays=demo_arrays[1]), options=opts
-    )
+    events = []
+    data = DataSource(arrays=demo_arrays[0], val_arrays=demo_arrays[1])
+    res = train_ensemble(cfg, out_dir=tmp_path, data=data, options=opts, progress=events.append)
     assert res.metrics[-1]["step"] == 2
+    assert [(e.completed, e.total) for e in events] == [(1, 2), (2, 2)] and "loss" in events[-1].detail
     assert all(torch.isfinite(torch.tensor(v)) for v in res.metrics[-1]["train_member_loss"].values())
 
 
