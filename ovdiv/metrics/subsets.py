@@ -15,18 +15,20 @@ force reference):
 
 ``average`` (the paper's rule) has an exact fast path:
 
-* *Ranking by a certified candidate bound.* For each member keep its top-K classes and ``t_i``, its
-  (K+1)-th largest logit; every class outside member i's top-K has ``z_ic <= t_i``. With candidates
-  ``U`` = the union of all members' top-K plus the label, any class outside ``U`` scores at most
-  ``b = Σ_{i∈S} t_i / k``. Scores of candidates are exact sums. If ``s_y > b`` the label's rank is the
-  number of candidates ranked above it; if at least 5 candidates rank above the label, it is in no top-5
-  and not top-1 — in both cases the answer is exact. Otherwise (and for the prediction's confidence when
-  the best candidate does not beat ``b``) the full score vector of that (subset, sample) is computed.
-  Floating-point rounding is monotone, so the bound also holds for the computed sums.
+* *Ranking by certified candidate bounds.* Every class outside member i's top-K has ``z_ic <= t_i``,
+  member i's (K+1)-th largest logit. Tier 1 scores, for all subsets at once, the candidates ``U`` = the
+  union of all M members' top-4 classes plus the label (exact sums); any other class scores at most
+  ``b = Σ_{i∈S} t_i / k``. If ``s_y > b`` the label's rank is the number of candidates ranked above it;
+  if at least 5 candidates rank above the label it is in no top-5 (and not top-1) — both exact. The
+  best candidate is the true maximum (needed for the ECE confidence) when it beats ``b``. Undecided
+  (subset, sample) pairs go to tier 2: the subset members' top-24 classes plus the label, with the
+  tighter bound from their 25th largest logits. Only pairs neither tier decides (counted in
+  ``SubsetStats.fallback``) get full score vectors. Rounding is monotone and sums are formed in the same
+  member order as the brute force, so the bounds also hold for the computed floats.
 * *log-sum-exp by factorisation.* ``Σ_c exp(s_c − Σ_i m_i / k) = Σ_c Π_{i∈S} exp((z_ic − m_i)/k)`` with
-  ``m_i`` member i's max logit: one ``exp`` per member and class, then a product-sum per subset (a
-  batched matrix-vector product sharing the product of the first k−1 members). Sums below 1e-280 (where
-  relative precision would suffer) fall back to the direct formula.
+  ``m_i`` member i's max logit: one ``exp`` per member and class, then one batched matrix-vector
+  product per subset prefix (the product of the first k−1 members is shared by all its extensions).
+  Sums below 1e-280 (where relative precision would suffer) fall back to the direct formula.
 
 Both paths agree with the brute force to ~1e-15 (tests: ≤ 1e-9 on random pools and adversarial ties).
 """
@@ -49,8 +51,10 @@ __all__ = ["SubsetStats", "subset_batch_stats", "CANDIDATES_PER_MEMBER"]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-CANDIDATES_PER_MEMBER = 5
-"""K of the certified top-K candidate bound of the ``average`` fast path."""
+CANDIDATES_PER_MEMBER = 4
+"""K of tier 1 of the certified top-K candidate bound of the ``average`` fast path (pooled over members)."""
+CANDIDATES_TIER2 = 24
+"""K of tier 2 (per undecided subset and sample, over the subset's members only)."""
 _TINY_SUM = 1e-280
 
 
@@ -67,7 +71,8 @@ class SubsetStats:
         eq: ``(n_subsets, 2)`` sums of Shannon equitability over ensemble-correct / -wrong samples.
         eq_count: ``(n_subsets, 2)`` counts of those samples.
         n: Number of samples.
-        fallback: Number of (subset, sample) pairs the fast path resolved with full score vectors.
+        fallback: Number of (subset, sample) pairs the fast path resolved with full score vectors
+            (neither candidate tier was decisive).
     """
 
     subsets: I64
@@ -192,44 +197,65 @@ def _generic(
     return rank, nll, conf
 
 
+def _decide(
+    sc: F64, valid: npt.NDArray[np.bool_], lower: npt.NDArray[np.bool_], sy: F64, bound: F64
+) -> tuple[I64, F64, npt.NDArray[np.bool_]]:
+    """Candidate scores ``sc (..., Q)`` -> (label rank or a lower bound >= 5, best score, certified)."""
+    sc = np.where(valid, sc, -np.inf)
+    smax = sc.max(axis=-1)
+    syx = sy[..., None]
+    above = np.count_nonzero((sc > syx) | ((sc == syx) & lower), axis=-1).astype(np.int64)
+    ok = (sy > bound) | ((above >= 5) & (smax > bound))
+    return above, smax, ok
+
+
+def _dedupe(cand: I64) -> tuple[I64, npt.NDArray[np.bool_]]:
+    cand = np.sort(cand, axis=-1)
+    valid = np.ones(cand.shape, dtype=bool)
+    valid[..., 1:] = cand[..., 1:] != cand[..., :-1]
+    return cand, valid
+
+
 def _average_fast(z: npt.NDArray[np.floating], y: I64, subsets: I64) -> tuple[I64, F64, F64, int]:
-    """Exact ``average`` statistics via the certified top-K bound and factorised log-sum-exp."""
+    """Exact ``average`` statistics via certified top-K bounds and a factorised log-sum-exp.
+
+    Returned ranks are exact when < 5 and otherwise a lower bound >= 5 (only ``rank == 0`` and
+    ``rank < 5`` are used).
+    """
     m, b, c = z.shape
     k = subsets.shape[1]
-    kk = CANDIDATES_PER_MEMBER
+    k2 = min(CANDIDATES_TIER2, c - 1)
+    k1 = min(CANDIDATES_PER_MEMBER, k2)
     z64 = np.asarray(z, dtype=np.float64)
     rows = np.arange(b)
-    # Candidates: all members' top-K classes plus the label, sorted and de-duplicated per sample.
-    part = np.argpartition(-z64, kk, axis=2)  # (M, B, C)
-    t = np.take_along_axis(z64, part[:, :, kk : kk + 1], axis=2)[:, :, 0]  # (K+1)-th largest, (M, B)
-    cand = np.concatenate([part[:, :, :kk].transpose(1, 0, 2).reshape(b, m * kk), y[:, None]], axis=1)
-    cand.sort(axis=1)
-    valid = np.ones(cand.shape, dtype=bool)
-    valid[:, 1:] = cand[:, 1:] != cand[:, :-1]
-    zc = z64[:, rows[:, None], cand]  # (M, B, Q)
+    # Partition the input dtype (float32 values are exact in float64, so the order is the same).
+    part = np.argpartition(np.negative(z), sorted({k1, k2}), axis=2)  # (M, B, C)
+    t1 = np.take_along_axis(z64, part[:, :, k1 : k1 + 1], axis=2)[:, :, 0]  # (k1+1)-th largest
+    t2 = np.take_along_axis(z64, part[:, :, k2 : k2 + 1], axis=2)[:, :, 0]  # (k2+1)-th largest
+    top2 = part[:, :, :k2]
     zy = z64[:, rows, y]  # (M, B)
-    lower = cand < y[:, None]
 
+    # Tier 1, all subsets at once: candidates = every member's top-k1 classes + the label.
+    cand, valid = _dedupe(np.concatenate([part[:, :, :k1].transpose(1, 0, 2).reshape(b, m * k1), y[:, None]], 1))
+    zc = z64[:, rows[:, None], cand]  # (M, B, Q)
     sc = zc[subsets[:, 0]].copy()  # (S, B, Q), summed in member order like the brute force
     sy = zy[subsets[:, 0]].copy()
-    bound = t[subsets[:, 0]].copy()
+    bound = t1[subsets[:, 0]].copy()
     for j in range(1, k):
         sc += zc[subsets[:, j]]
         sy += zy[subsets[:, j]]
-        bound += t[subsets[:, j]]
+        bound += t1[subsets[:, j]]
     sc /= k
     sy /= k
     bound /= k
-    sc[:, ~valid] = -np.inf
-    smax = sc.max(axis=2)
-    syx = sy[:, :, None]
-    above = ((sc > syx) | ((sc == syx) & lower[None])).sum(axis=2)
-    decisive = (sy > bound) | ((above >= 5) & (smax > bound))
-    rank = above.astype(np.int64)
+    rank, smax, ok = _decide(sc, valid[None], (cand < y[:, None])[None], sy, bound)
+    del sc, zc
 
     # log-sum-exp: Σ_c Π_i exp((z_ic − m_i)/k), products of the first k−1 members shared by prefix.
     zmax = z64.max(axis=2)  # (M, B)
-    e = np.exp((z64 - zmax[:, :, None]) / k)
+    e = z64 - zmax[:, :, None]
+    e /= k
+    np.exp(e, out=e)
     et = np.ascontiguousarray(e.transpose(1, 0, 2))  # (B, M, C)
     sumexp = np.empty((subsets.shape[0], b))
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
@@ -240,20 +266,46 @@ def _average_fast(z: npt.NDArray[np.floating], y: I64, subsets: I64) -> tuple[I6
         for i in prefix[1:]:
             prod *= e[i]
         lasts = subsets[idx, -1]
-        sumexp[idx] = np.matmul(et[:, lasts, :], prod[:, :, None])[:, :, 0].T
+        contiguous = lasts.size > 1 and bool((np.diff(lasts) == 1).all())  # combinations order: a view
+        block = et[:, lasts[0] : lasts[-1] + 1, :] if contiguous else et[:, lasts, :]
+        sumexp[idx] = np.matmul(block, prod[:, :, None])[:, :, 0].T
     lse = np.log(np.maximum(sumexp, _TINY_SUM)) + zmax[subsets].sum(axis=1) / k
 
-    # Exact fallbacks: undecided ranks, confidence without a certified max, tiny sums.
-    fb_s, fb_b = np.nonzero(~decisive | (smax <= bound) | (sumexp < _TINY_SUM))
-    for lo in range(0, fb_s.size, 256):
-        ss, bb = fb_s[lo : lo + 256], fb_b[lo : lo + 256]
+    # Tier 2 for undecided (subset, sample) pairs: the subset members' top-k2 classes + the label.
+    fb_s, fb_b = np.nonzero(~ok)
+    full_s: list[I64] = []
+    full_b: list[I64] = []
+    for lo in range(0, fb_s.size, 4096):
+        ss, bb = fb_s[lo : lo + 4096], fb_b[lo : lo + 4096]
+        mem = subsets[ss]  # (F, k)
+        c2, valid2 = _dedupe(np.concatenate([top2[mem, bb[:, None]].reshape(ss.size, -1), y[bb][:, None]], 1))
+        s2 = z64[mem[:, 0][:, None], bb[:, None], c2].copy()
+        bound2 = t2[mem[:, 0], bb].copy()
+        for j in range(1, k):
+            s2 += z64[mem[:, j][:, None], bb[:, None], c2]
+            bound2 += t2[mem[:, j], bb]
+        s2 /= k
+        bound2 /= k
+        r2, m2, ok2 = _decide(s2, valid2, c2 < y[bb][:, None], sy[ss, bb], bound2)
+        rank[ss[ok2], bb[ok2]] = r2[ok2]
+        smax[ss[ok2], bb[ok2]] = m2[ok2]
+        full_s.append(ss[~ok2])
+        full_b.append(bb[~ok2])
+    # Full score vectors for what remains, and direct log-sum-exp where the product sum is tiny.
+    tiny_s, tiny_b = np.nonzero(sumexp < _TINY_SUM)
+    fs = np.concatenate([*full_s, tiny_s]).astype(np.int64)
+    fbb = np.concatenate([*full_b, tiny_b]).astype(np.int64)
+    for lo in range(0, fs.size, 256):
+        ss, bb = fs[lo : lo + 256], fbb[lo : lo + 256]
         full = z64[subsets[ss].T, bb[None, :]].sum(axis=0) / k  # (F, C), member order as brute force
         rank[ss, bb] = _label_rank(full, y[bb])
         smax[ss, bb] = full.max(axis=1)
-        lse[ss, bb] = logsumexp(full, axis=1)
+        tiny = sumexp[ss, bb] < _TINY_SUM
+        if tiny.any():
+            lse[ss[tiny], bb[tiny]] = logsumexp(full[tiny], axis=1)
     nll = lse - sy
     conf = np.exp(smax - lse)
-    return rank, nll, conf, int(fb_s.size)
+    return rank, nll, conf, int(sum(x.size for x in full_s))
 
 
 def subset_batch_stats(
@@ -292,7 +344,7 @@ def subset_batch_stats(
     out.n = b
     if b == 0:
         return out
-    if fast and rule is Consensus.AVERAGE and c > CANDIDATES_PER_MEMBER + 1:
+    if fast and rule is Consensus.AVERAGE and c >= 3:
         rank, nll, conf, out.fallback = _average_fast(z, labels, subsets)
     else:
         rank, nll, conf = _generic(z, labels, subsets, rule, seed, index_offset)

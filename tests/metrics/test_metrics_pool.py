@@ -152,7 +152,7 @@ def test_score_subsets_equals_brute_force(kind, k, monkeypatch):
 
 
 def test_fast_path_equals_reference_loop_and_uses_both_branches():
-    for kind, c in (("confident", 60), ("random", 60), ("ties", 40)):
+    for kind, c in (("confident", 60), ("random", 60), ("ties", 200)):
         z, y, _, _ = _pool_data(5, m=6, n=200, c=c, kind=kind)
         subsets = np.array(list(itertools.combinations(range(6), 3)))
         fast = subset_batch_stats(z, y, subsets, _avg(), fast=True)
