@@ -195,3 +195,12 @@ def test_int_mod2_equals_numpy_floor_mod() -> None:
         [rs.standard_normal(20000) * 40, tiny, -tiny, ints, np.nextafter(ints, -np.inf), np.nextafter(ints, np.inf)]
     )
     assert np.array_equal(_int_mod2(v), np.remainder(v, 2).astype(np.int64))
+
+
+@pytest.mark.parametrize("angle", [0.0, np.pi / 2, np.pi, 3 * np.pi / 2, 2 * np.pi - 1e-12])
+def test_checkerboard_axis_aligned_angles(angle: float) -> None:
+    """Angles whose sin/cos are ~1e-16 put pixels at tiny negative u or v (the int(v % 2) == 2 corner case)."""
+    image = np.random.RandomState(3).randint(0, 256, size=(48, 48, 3)).astype(np.uint8)
+    params = sample_parameters("checkerboard_cutout", 5.0, 4, im_size=48)
+    params["angle"] = angle
+    assert np.array_equal(apply_parameters(image, "checkerboard_cutout", params), checkerboard_oracle(image, params))
