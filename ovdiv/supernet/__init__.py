@@ -197,6 +197,11 @@ def extract(
         data_root: Data root (default: the run's).
         progress: Progress callback.
 
+    Files in ``out``: ``<name>_torch.pt`` (ovdiv checkpoint: arch spec + state_dict, loadable with
+    :func:`ovdiv.models.load_checkpoint` / :func:`load_subnet` without nncf) and its model card
+    ``<name>_torch.json``; ``<name>.onnx`` / ``<name>_fp32.xml`` + cards from :func:`ovdiv.export.export_model`;
+    ``<name>.reference.npz`` (probe input, super-network and plain-module logits).
+
     Returns:
         Dict with name, subnet, arch_spec, macs / weights (nncf's and ovdiv's counts), params,
         max_abs_diff_vs_supernet, reload_max_abs_diff, checkpoint, artifacts (path, format, check).

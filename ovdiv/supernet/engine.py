@@ -1010,7 +1010,7 @@ def extract_in_process(
     from ovdiv.models.checkpoint import save_checkpoint
 
     ckpt = save_checkpoint(
-        out_dir / f"{model_name}.pt",
+        out_dir / f"{model_name}_torch.pt",
         plain,
         arch=BUILDER,
         arch_args={"spec": spec},
@@ -1074,8 +1074,7 @@ def info_in_process(
             input_size=input_size,
         )
     meh = algo.elasticity_ctrl.multi_elasticity_handler
-    if run_meta is None:  # an untrained super-network: open the search space of the final stage
-        _open_final_search_space(meh, cfg)
+    _open_final_search_space(meh, cfg)  # a fresh network (counts do not depend on weights): final-stage space
     subnets: dict[str, Any] = {}
 
     def record(label: str, spec: dict[str, Any] | None = None) -> None:
