@@ -136,7 +136,7 @@ def line_pixels(
     errs[:, 0] = d
     np.abs(errs, out=errs)
     vals = 1.0 - errs / ed[:, None, None]
-    result = (flats[ok].astype(np.int64), vals[ok])
+    result = (flats[ok], vals[ok])
     if return_line:
         return (*result, np.nonzero(ok)[0])
     return result
@@ -162,19 +162,24 @@ def apply_lines(
     r1 = np.trunc(x + c).astype(np.int64)
     c0 = np.trunc(y - s).astype(np.int64)
     c1 = np.trunc(y + s).astype(np.int64)
-    group = max(1, BLOCK_PIXELS // (im_size + 3))  # lines per call, keeping temporaries small
-    parts = [
-        line_pixels(r0[g : g + group], c0[g : g + group], r1[g : g + group], c1[g : g + group], im_size)
-        for g in range(0, num_lines, group)
-    ]
-    flat = np.concatenate([part[0] for part in parts])
-    val = np.concatenate([part[1] for part in parts])
-    keep_w = 1.0 - val  # (1 − v) times the uint8 value: exact, like float32(out) in the reference
-    grey_w = val * 128
     pixels = out.reshape(-1, out.shape[2])
+    # Groups of consecutive lines are blended one group after another (line order is preserved), which keeps
+    # every temporary small.
+    group = max(1, BLOCK_PIXELS // (im_size + 3))
+    for g in range(0, num_lines, group):
+        flat, val = line_pixels(r0[g : g + group], c0[g : g + group], r1[g : g + group], c1[g : g + group], im_size)
+        _blend_lines(pixels, flat, val, im_size)
+    return out
 
-    # Blend in "waves": wave w holds every pixel's w-th line (in line order), so within a wave no pixel
-    # repeats and the waves reproduce the reference's sequential line-by-line blending.
+
+def _blend_lines(pixels: np.ndarray, flat: np.ndarray, val: np.ndarray, im_size: int) -> None:
+    """Blend line-major entries ``(flat, val)`` of consecutive lines toward grey, in line order, in place.
+
+    Wave ``w`` holds every pixel's ``w``-th line (in line order), so within a wave no pixel repeats and the
+    waves reproduce the reference's sequential line-by-line blending (with truncation after every line).
+    """
+    if flat.size == 0:
+        return
     key = flat.astype(np.uint16) if im_size * im_size <= 1 << 16 else flat
     order = np.argsort(key, kind="stable")  # by pixel, then line (entries are line-major); radix for uint16
     sorted_flat = flat[order]
@@ -182,18 +187,19 @@ def apply_lines(
     new_pixel[:1] = True
     np.not_equal(sorted_flat[1:], sorted_flat[:-1], out=new_pixel[1:])
     if new_pixel.all():
-        _blend(pixels, flat, keep_w, grey_w)
-        return out
+        _blend(pixels, flat, 1.0 - val, val * 128)
+        return
     pos = np.arange(len(order))
     rank = pos - np.maximum.accumulate(np.where(new_pixel, pos, 0))
     rank_key = rank.astype(np.uint8) if rank.max() < 256 else rank
     by_wave = order[np.argsort(rank_key, kind="stable")]  # wave-major; radix sort for uint8 keys
-    flat, keep_w, grey_w = flat[by_wave], keep_w[by_wave], grey_w[by_wave]
+    flat, val = flat[by_wave], val[by_wave]
+    keep_w = 1.0 - val  # (1 − v) times the uint8 value: exact, like float32(out) in the reference
+    grey_w = val * 128
     start = 0
     for count in np.bincount(rank).tolist():
         _blend(pixels, flat[start : start + count], keep_w[start : start + count], grey_w[start : start + count])
         start += count
-    return out
 
 
 def _blend(pixels: np.ndarray, idx: np.ndarray, keep_w: np.ndarray, grey_w: np.ndarray) -> None:
