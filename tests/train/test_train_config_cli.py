@@ -167,8 +167,10 @@ def test_cli_train_member_from_recipe_with_pretrained_and_resume(tmp_path):
     assert res.exit_code == 0, res.output
     assert (out / "last.pt").is_file() and (out / "best.pt").is_file() and (out / "recipe.json").is_file()
     # resume: the second call continues at step 2 and finishes epoch 2 (2 batches per epoch)
-    res = CliRunner().invoke(cli, ["train", str(path), "--out", str(out)], terminal_width=200)
+    res = CliRunner().invoke(cli, ["train", str(path), "--out", str(out), "--export"], terminal_width=200)
     assert res.exit_code == 0, res.output
+    assert (out / "export" / "tiny_resnet.onnx").is_file() and (out / "export" / "tiny_resnet_fp32.xml").is_file()
+    assert "exported" in res.output
     log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2] and log[-1]["step"] == 4
     _, meta = load_checkpoint(out / "last.pt")
