@@ -231,24 +231,24 @@ def balanced_loss(logits: Tensor, labels: Tensor, lam: float, consensus: str | C
 # ---------------------------------------------------------------------------------------------
 # attribution diversity (Eq. 8)
 # ---------------------------------------------------------------------------------------------
-def normalize_maps(maps: Tensor, norm: str | AttributionNorm = "max", eps: float = 1e-12) -> Tensor:
+def normalize_maps(maps: Tensor, norm: str | AttributionNorm = "max") -> Tensor:
     """Per-map post-processing of DESIGN.md §5: ``|a|`` then divide by the map's max (or sum).
+
+    Same convention as :func:`ovdiv.metrics.normalize_attributions` (an all-zero map stays zero).
 
     Args:
         maps: ``(M, B, ...)`` raw attributions (any trailing shape, e.g. ``(3, H, W)``).
         norm: ``max`` (default), ``sum`` or ``none``.
-        eps: Floor of the divisor, so an all-zero map stays zero.
 
     Returns:
-        Tensor like ``maps``: ``|a| / max(max|a|, eps)`` (resp. sum) over each map's trailing dims.
+        Tensor like ``maps``: ``|a| / max|a|`` (resp. ``/ Σ|a|``) over each map's trailing dims.
     """
     a = maps.abs()
     dims = tuple(range(2, a.ndim))
     norm = str(norm)
-    if norm == AttributionNorm.MAX:
-        return a / a.amax(dim=dims, keepdim=True).clamp_min(eps)
-    if norm == AttributionNorm.SUM:
-        return a / a.sum(dim=dims, keepdim=True).clamp_min(eps)
+    if norm in (AttributionNorm.MAX, AttributionNorm.SUM):
+        d = a.amax(dim=dims, keepdim=True) if norm == AttributionNorm.MAX else a.sum(dim=dims, keepdim=True)
+        return a / torch.where(d == 0, torch.ones_like(d), d)
     if norm == AttributionNorm.NONE:
         return a
     raise TrainingError(f"unknown attribution norm {norm!r}", "use max, sum or none")

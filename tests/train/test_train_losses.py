@@ -207,3 +207,12 @@ def test_attribution_loss_double_backprop_reaches_parameters():
     assert analytic == pytest.approx(numeric, rel=1e-4)
     attribution_diversity_loss(models, x, y, 1.0).loss.backward()
     assert all(p.grad is not None for m in models for p in m.parameters())
+
+
+@pytest.mark.parametrize("norm", ["max", "sum", "none"])
+def test_attribution_penalty_matches_the_evaluation_metric(norm):
+    from ovdiv.metrics import attribution_diversity
+
+    maps = torch.randn(3, 5, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    maps[1, 2] = 0.0  # an all-zero map stays zero under both
+    assert attribution_penalty(maps, norm).item() == pytest.approx(attribution_diversity(maps.numpy(), norm), rel=1e-12)
