@@ -8,9 +8,11 @@ changes no arithmetic: every pixel is computed by the same element-wise operatio
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-__all__ = ["BLOCK_PIXELS", "row_blocks", "spans"]
+import numpy as np
+
+__all__ = ["BLOCK_PIXELS", "map_row_blocks", "row_blocks", "spans"]
 
 BLOCK_PIXELS = 4096
 
@@ -26,3 +28,13 @@ def spans(total: int, block: int = BLOCK_PIXELS) -> Iterator[tuple[int, int]]:
     """Yield ``(start, stop)`` covering ``range(total)`` in pieces of at most ``block``."""
     for start in range(0, total, block):
         yield start, min(total, start + block)
+
+
+def map_row_blocks(
+    fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, block_pixels: int = BLOCK_PIXELS
+) -> np.ndarray:
+    """Apply a per-pixel transform ``fn`` (uint8 rows -> uint8 rows of the same shape) block by block."""
+    out = np.empty_like(image)
+    for start, stop in row_blocks(image.shape[0], image.shape[1], block_pixels):
+        out[start:stop] = fn(image[start:stop])
+    return out

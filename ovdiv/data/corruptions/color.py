@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ovdiv.data.corruptions.blocks import map_row_blocks
 from ovdiv.data.corruptions.magnitude import float_parameter, int_parameter
 
 __all__ = [
@@ -56,7 +57,11 @@ def sample_bleach_bypass(rs: np.random.RandomState, severity: float, im_size: in
 
 
 def apply_bleach_bypass(image: np.ndarray, *, amount: float) -> np.ndarray:
-    """Apply ``bleach_bypass`` with given parameters to a uint8 ``(S, S, 3)`` image."""
+    """Apply ``bleach_bypass`` with given parameters to a uint8 ``(S, S, 3)`` image (per-pixel, in row blocks)."""
+    return map_row_blocks(lambda rows: _bleach_bypass(rows, amount), image)
+
+
+def _bleach_bypass(image: np.ndarray, amount: float) -> np.ndarray:
     luma = np.sum(image * _LUMA, axis=2, keepdims=True) / 255
     lift = np.clip(10.0 * (luma - 0.45), 0, 1.0)
     result1 = 2 * image * luma / 255  # 2 * uint8 wraps modulo 256, as in the reference
@@ -71,7 +76,11 @@ def sample_technicolor(rs: np.random.RandomState, severity: float, im_size: int)
 
 
 def apply_technicolor(image: np.ndarray, *, amount: float) -> np.ndarray:
-    """Apply ``technicolor`` with given parameters to a uint8 ``(S, S, 3)`` image."""
+    """Apply ``technicolor`` with given parameters to a uint8 ``(S, S, 3)`` image (per-pixel, in row blocks)."""
+    return map_row_blocks(lambda rows: _technicolor(rows, amount), image)
+
+
+def _technicolor(image: np.ndarray, amount: float) -> np.ndarray:
     red, green, blue = image[:, :, 0], image[:, :, 1], image[:, :, 2]
     red_matte = 1.0 - (red / 255 - (green / 2 + blue / 2) / 255)
     green_matte = 1.0 - (green / 255 - (red / 2 + blue / 2) / 255)
@@ -114,8 +123,12 @@ def apply_pseudocolor(
     smoothness: float,
     amount: float,
 ) -> np.ndarray:
-    """Apply ``pseudocolor`` with given parameters to a uint8 ``(S, S, 3)`` image."""
+    """Apply ``pseudocolor`` with given parameters to a uint8 ``(S, S, 3)`` image (per-pixel, in row blocks)."""
     colors = [np.asarray(c).astype(np.uint8) for c in (color0, color1, color2, color3, color4)]
+    return map_row_blocks(lambda rows: _pseudocolor(rows, colors, smoothness, amount), image)
+
+
+def _pseudocolor(image: np.ndarray, colors: list[np.ndarray], smoothness: float, amount: float) -> np.ndarray:
 
     def get_color(c0: np.ndarray, c1: np.ndarray, edge0: float, edge1: float, luma: np.ndarray) -> np.ndarray:
         smooth_color = c0 + ((c1 - c0) * _smoothstep_array(edge0, edge1, luma))
@@ -206,7 +219,11 @@ def _hsv2rgb(hsv: np.ndarray) -> np.ndarray:
 
 
 def apply_hue_shift(image: np.ndarray, *, amount: float) -> np.ndarray:
-    """Apply ``hue_shift`` with given parameters to a uint8 ``(S, S, 3)`` image."""
+    """Apply ``hue_shift`` with given parameters to a uint8 ``(S, S, 3)`` image (per-pixel, in row blocks)."""
+    return map_row_blocks(lambda rows: _hue_shift(rows, amount), image)
+
+
+def _hue_shift(image: np.ndarray, amount: float) -> np.ndarray:
     hsv = _rgb2hsv(image.astype(np.float32) / 255)
     hsv[:, :, 0] += amount % 1.0
     return np.clip(_hsv2rgb(hsv) * 255, 0, 255).astype(np.uint8)
