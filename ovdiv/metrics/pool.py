@@ -236,19 +236,8 @@ class PoolStats:
         z = _check_float(logits, "logits", 3, shape={0: m, 2: c}, what=f"(M={m}, B, C={c})")
         b = z.shape[1]
         y = _check_int(labels, "labels", 1, shape={0: b}, num_classes=c, what="(B,)")
-        if maps is not None:
-            a = _check_float(maps, "maps", (3, 4, 5), shape={0: m, 1: b}, what=f"(M={m}, B={b}, ...)")
-        feats = None
-        if features is not None:
-            flist: list[Any] = list(features)  # type: ignore[arg-type]
-            if len(flist) != m:
-                raise _fail("features", f"{m} per-member feature arrays", f"{len(flist)}")
-            feats = [
-                np.asarray(_check_float(f, f"features[{i}]", (2, 3, 4), shape={0: b}), dtype=np.float64).reshape(b, -1)
-                for i, f in enumerate(flist)
-            ]
-            if b < 4:
-                raise _fail("features", "a batch of at least 4 samples (unbiased HSIC)", f"{b} samples")
+        a = self._valid_maps(maps, b) if maps is not None else None
+        feats = self._valid_features(features, b) if features is not None else None
         if b == 0:
             return
         preds = z.argmax(axis=2).astype(np.int64)
@@ -256,16 +245,10 @@ class PoolStats:
         self.tables += _tables_update(preds == y[None, :])
         self.pdr_counts += _pdr_update(preds)
         self.kl_sums += _kl_update(z)
-        if maps is not None:
+        if a is not None:
             self.attribution._update_checked(a)
         if feats is not None:
-            grams = [f @ f.T for f in feats]
-            for i in range(m):
-                for k in range(i, m):
-                    self.hsic[i, k] += _hsic1(grams[i], grams[k])
-                    if k != i:
-                        self.hsic[k, i] = self.hsic[i, k]
-            self.cka_batches += 1
+            self._add_features(feats)
         for (_k, rule), stats in self.subset_stats.items():
             for lo in range(0, b, _CHUNK):
                 hi = min(b, lo + _CHUNK)
@@ -286,6 +269,45 @@ class PoolStats:
         if self.keep_logits:
             self._logits.append(np.array(z, dtype=np.float32))
         self.n += b
+
+    def _valid_maps(self, maps: npt.ArrayLike, b: int | None) -> npt.NDArray[np.floating]:
+        m = self.num_members
+        shape = {0: m} if b is None else {0: m, 1: b}
+        return _check_float(maps, "maps", (3, 4, 5), shape=shape, what=f"(M={m}, B, ...) attribution maps")
+
+    def _valid_features(self, features: Sequence[npt.ArrayLike] | npt.ArrayLike, b: int | None) -> list[F64]:
+        m = self.num_members
+        flist: list[Any] = list(features)  # type: ignore[arg-type]
+        if len(flist) != m:
+            raise _fail("features", f"{m} per-member feature arrays", f"{len(flist)}")
+        n = b if b is not None else np.asarray(flist[0]).shape[0]
+        feats: list[F64] = [
+            np.asarray(_check_float(f, f"features[{i}]", (2, 3, 4), shape={0: n}), dtype=np.float64).reshape(n, -1)
+            for i, f in enumerate(flist)
+        ]
+        if n < 4:
+            raise _fail("features", "a batch of at least 4 samples (unbiased HSIC)", f"{n} samples")
+        return feats
+
+    def _add_features(self, feats: list[F64]) -> None:
+        grams = [f @ f.T for f in feats]
+        for i in range(self.num_members):
+            for k in range(i, self.num_members):
+                self.hsic[i, k] += _hsic1(grams[i], grams[k])
+                self.hsic[k, i] = self.hsic[i, k]
+        self.cka_batches += 1
+
+    def update_attributions(self, maps: npt.ArrayLike) -> None:
+        """Add attribution maps ``(M, B, 3, H, W)`` of any B samples (independently of :meth:`update`).
+
+        Use it when maps are computed for a sample subset only; D_att and the other attribution metrics
+        are then means over the samples that had maps.
+        """
+        self.attribution._update_checked(self._valid_maps(maps, None))
+
+    def update_features(self, features: Sequence[npt.ArrayLike] | npt.ArrayLike) -> None:
+        """Add one batch (B >= 4) of per-member CKA features (``(M, B, D)`` or M arrays ``(B, D_i)``)."""
+        self._add_features(self._valid_features(features, None))
 
     def _update_members(
         self, z: npt.NDArray[np.floating], y: npt.NDArray[np.int64], preds: npt.NDArray[np.int64]

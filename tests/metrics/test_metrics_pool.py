@@ -266,3 +266,18 @@ def test_pool_bad_inputs(call, arg):
 def test_duplicate_member_names_rejected():
     with pytest.raises(MetricInputError, match="member_names"):
         om.PoolStats(["a", "a"], 3)
+
+
+def test_separate_attribution_and_feature_updates():
+    z, y, maps, feats = _pool_data(4, m=3, n=80, c=10)
+    joint = _build(z, y, maps, feats, 40, subset_sizes=(2,))
+    split = om.PoolStats(["m0", "m1", "m2"], 10, subset_sizes=(2,))
+    split.update(z, y)
+    for lo in (0, 40):
+        split.update_attributions(maps[:, lo : lo + 40])
+        split.update_features([f[lo : lo + 40] for f in feats])
+    _compare(om.score_subsets(split, 2), om.score_subsets(joint, 2))
+    with pytest.raises(MetricInputError, match="features"):
+        split.update_features([f[:3] for f in feats])
+    with pytest.raises(MetricInputError, match="maps"):
+        split.update_attributions(maps[:2])
