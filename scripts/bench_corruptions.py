@@ -44,15 +44,23 @@ TARGETS = {"lines": 10.0, "checkerboard_cutout": 50.0, "water_drop": 50.0, "plas
 RECORD_NAMES = {"pinch_and_twirl": "pinch_and_twirl_v2", "fish_eye": "fish_eye_v2"}
 
 
+def more_baselines() -> dict[str, tuple[float, list[float]]]:
+    """name -> (min seconds in refs_more.json, severities timed there); the faster numpy 2.4 environment."""
+    more = REFERENCE / "more" / "refs_more.json"
+    if not more.is_file():
+        return {}
+    per: dict[str, list[tuple[float, float]]] = {}
+    for rec in json.loads(more.read_text())["records"]:
+        name = RECORD_NAMES.get(rec["corruption"], rec["corruption"])
+        per.setdefault(name, []).append((rec["seconds"], rec["severity"]))
+    return {k: (min(t for t, _ in v), sorted({s for _, s in v})) for k, v in per.items()}
+
+
 def baselines() -> dict[str, tuple[float, str]]:
     """name -> (seconds of the original code, source)."""
-    out: dict[str, tuple[float, str]] = {}
-    more = REFERENCE / "more" / "refs_more.json"
-    if more.is_file():
-        per: dict[str, list[float]] = {}
-        for rec in json.loads(more.read_text())["records"]:
-            per.setdefault(RECORD_NAMES.get(rec["corruption"], rec["corruption"]), []).append(rec["seconds"])
-        out.update({k: (min(v), "refs_more.json min (numpy 2.4 stack)") for k, v in per.items()})
+    out: dict[str, tuple[float, str]] = {
+        k: (v[0], "refs_more.json min (numpy 2.4 stack)") for k, v in more_baselines().items()
+    }
     refs = REFERENCE / "refs.json"
     if refs.is_file():
         per = {}
@@ -95,6 +103,7 @@ def main() -> int:
     names = [n for n in available() if not args.only or n in args.only.split(",")]
     load_start = round(os.getloadavg()[0], 2)
     base = baselines()
+    more = more_baselines()
     image = bench_image()
     results = {}
     for name in names:
@@ -131,6 +140,8 @@ def main() -> int:
                 }
             )
             if name in TARGETS:
+                if name in more:  # the same code timed again in the faster refs_more environment
+                    entry["refs_more_min_s"], entry["refs_more_severities"] = more[name]
                 entry["target_speedup"] = TARGETS[name]
                 entry["meets_target_wall"] = bool(seconds / best >= TARGETS[name])
                 entry["meets_target_cpu"] = bool(seconds / min(cpus) >= TARGETS[name])
