@@ -192,6 +192,15 @@ def test_sample_then_apply_equals_corrupt() -> None:
         assert np.array_equal(apply_parameters(img, name, params), corrupt(img, name, pool_levels(name)[2], 9))
 
 
+def test_apply_parameters_rejects_wrong_keys() -> None:
+    params = sample_parameters("lines", 1.6, 0, im_size=16)
+    params.pop("seed")
+    with pytest.raises(DataError, match="parameters"):
+        apply_parameters(make_image(16), "lines", params)
+    with pytest.raises(DataError, match="parameters"):
+        apply_parameters(make_image(16), "lines", {**sample_parameters("lines", 1.6, 0), "extra": 1})
+
+
 def test_seed_stream_matches_global_numpy_protocol() -> None:
     """Drawing from our per-thread stream equals np.random.seed(seed) then the same draws."""
     state = np.random.get_state()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -59,9 +60,22 @@ def sample_parameters(name: str, severity: float, seed: int, *, im_size: int = 2
 
 
 def apply_parameters(image: np.ndarray, name: str, params: Mapping[str, Any]) -> np.ndarray:
-    """Apply a corruption with explicit parameters (e.g. a reference record's ``sampled_params``)."""
+    """Apply a corruption with explicit parameters (e.g. a reference record's ``sampled_params``).
+
+    Raises:
+        DataError: Unknown name, a bad image, or parameter names that differ from the reference's.
+    """
     entry = get(name)
-    return entry.apply(_check_image(image), **dict(params))
+    img = _check_image(image)
+    expected = [
+        p.name for p in inspect.signature(entry.apply).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    if set(params) != set(expected):
+        raise DataError(
+            f"parameters for {entry.name!r} must be exactly {sorted(expected)}, got {sorted(params)}",
+            "use sample_parameters() to see a complete set",
+        )
+    return entry.apply(img, **dict(params))
 
 
 def corrupt(image: np.ndarray, name: str, severity: float, seed: int) -> np.ndarray:
