@@ -21,8 +21,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,39 @@ def _as_ensemble(
     if any(isinstance(x, Member) for x in items):
         raise ConfigError("mix of loaded members and paths", "pass either Member objects or paths")
     return Ensemble.from_paths(items, device=device, precision=precision, backend=backend)  # type: ignore[arg-type]
+
+
+class _ChunkRouter:
+    """Array-like target of :meth:`Member.predict_batches` routing global rows to per-chunk buffers.
+
+    ``router[start:stop] = logits`` (from inference callbacks, possibly on several threads) copies into
+    the buffer of the chunk holding ``[start, stop)`` and counts filled rows; :meth:`complete` lists the
+    chunks whose rows have all arrived.
+    """
+
+    def __init__(self, chunks: Sequence[Chunk], num_classes: int) -> None:
+        self.buffers = {c: np.empty((c[1] - c[0], num_classes), dtype=np.float32) for c in chunks}
+        self._filled = dict.fromkeys(chunks, 0)
+        self._starts = sorted(chunks)
+        self._lock = threading.Lock()
+
+    def __setitem__(self, key: slice, value: np.ndarray) -> None:
+        start = int(key.start)
+        n = value.shape[0]
+        for c in self._starts:
+            if c[0] <= start < c[1]:
+                if start + n > c[1]:
+                    raise ValueError(f"batch rows {start}:{start + n} cross chunk {c}")
+                self.buffers[c][start - c[0] : start - c[0] + n] = value
+                with self._lock:
+                    self._filled[c] += n
+                return
+        raise KeyError(f"row {start} is in no pending chunk")
+
+    def complete(self) -> list[Chunk]:
+        """Chunks whose every row has been written."""
+        with self._lock:
+            return [c for c, f in self._filled.items() if f == c[1] - c[0] and c in self.buffers]
 
 
 class Evaluator:
@@ -119,27 +153,50 @@ class Evaluator:
         return self.cache.unit_dir("logits", self.cache.key(**self._member_key(m, ds)), desc)
 
     def run_logits(self, m: Member, ds: Any, spec: str) -> None:
-        """Compute the missing logits chunks of this shard for one (member, dataset) unit."""
+        """Compute the missing logits chunks of this shard for one (member, dataset) unit.
+
+        All missing chunks stream through one :meth:`Member.predict_batches` call (the request queue
+        never drains at chunk boundaries); each chunk is written to the cache as soon as its last batch
+        has landed, so an interruption loses at most the chunks in flight.
+        """
         d = self.logits_dir(m, ds)
         grid = self.chunks(len(ds))
         todo = [c for i, c in enumerate(grid) if self.mine(i)]
         task = f"logits {m.name} @ {spec}"
-        done = 0
         total = sum(e - s for s, e in todo)
+        missing = []
         for s, e in todo:
-            path = d / self.cache.chunk_name(s, e, "npy")
-            if path.is_file():
-                self.cache.count("logits", True)
-                done += e - s
-                self.progress(Progress(task, done, total, "cached"))
-                continue
-            self.cache.count("logits", False)
-            buf = np.empty((e - s, m.num_classes), dtype=np.float32)
-            bs = self.opt.batch_size
-            m.predict_batches(((b - s, imgs) for b, imgs, _ in ds.batches(bs, start=s, stop=e)), buf)
-            self.cache.save_npy(path, buf)
-            done += e - s
-            self.progress(Progress(task, done, total))
+            hit = (d / self.cache.chunk_name(s, e, "npy")).is_file()
+            self.cache.count("logits", hit)
+            if not hit:
+                missing.append((s, e))
+        done = total - sum(e - s for s, e in missing)
+        self.progress(Progress(task, done, total, "cached" if not missing else ""))
+        if not missing:
+            return
+        router = _ChunkRouter(missing, m.num_classes)
+        saved: set[Chunk] = set()
+
+        def flush() -> None:
+            nonlocal done
+            for c in router.complete():
+                if c not in saved:
+                    self.cache.save_npy(d / self.cache.chunk_name(c[0], c[1], "npy"), router.buffers[c])
+                    saved.add(c)
+                    del router.buffers[c]
+                    done += c[1] - c[0]
+                    self.progress(Progress(task, done, total))
+
+        def batches() -> Iterator[tuple[int, np.ndarray]]:
+            for s, e in missing:
+                for b, imgs, _ in ds.batches(self.opt.batch_size, start=s, stop=e):
+                    flush()
+                    yield b, np.asarray(imgs)
+
+        try:
+            m.predict_batches(batches(), router)  # type: ignore[arg-type]
+        finally:  # also on interruption: keep every chunk that is complete (requests in flight have landed)
+            flush()
 
     def load_logits(self, m: Member, ds: Any, stop: int | None = None) -> npt.NDArray[np.float32] | None:
         """All cached logits ``(N, C)`` (or the first ``stop`` rows) of one unit; None if a chunk is missing."""

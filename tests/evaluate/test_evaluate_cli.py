@@ -66,11 +66,8 @@ def test_cli_ensemble_and_pool(tiny_pool, tmp_path):
     metrics = {r["metric"] for r in doc["rows"]}
     assert {"ensemble_top1", "ensemble_top1:majority", "cka_mean", "top1"} <= metrics
     assert doc["metadata"]["datasets"][0]["spec"] == "demo" and doc["metadata"]["datasets"][0]["manifest"]["n"] == 32
-    res = _run(
-        ["evaluate", "--pool", *ir, "--size", "2", "--dataset", "demo", "--limit", "32", "--attribution", "none"]
-        + ["--cka-samples", "16"],
-        tmp_path,
-    )
+    args = ["evaluate", "--pool", *ir, "--size", "2", "--dataset", "demo", "--limit", "32"]
+    res = _run([*args, "--attribution", "none", "--cka-samples", "16"], tmp_path)
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "out" / "results.json").read_text())
     assert sorted({r["ensemble"] for r in doc["rows"] if r["ensemble"]}) == ["m0+m1", "m0+m2", "m1+m2"]

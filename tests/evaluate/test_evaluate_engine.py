@@ -145,17 +145,23 @@ def test_second_run_served_from_cache(tiny_pool, data, tmp_path, monkeypatch):
 
 def test_interrupted_run_resumes_identically(tiny_pool, data, tmp_path, monkeypatch):
     paths = [tiny_pool.ir[n] for n in ("m0", "m3")]
-    kw = dict(attribution="none", cka_samples=16, chunk_size=32)
+    kw = dict(attribution="none", cka_samples=16, chunk_size=32, batch_size=16)  # 3 chunks of 2 batches
     reference = evaluate(paths, [data], cache_dir=tmp_path / "ref", **kw)
 
     real = OpenVINOMember.predict_batches
-    calls = {"n": 0}
+    calls = {"members": 0, "batches": 0}
 
     def flaky(self, batches, out):
-        calls["n"] += 1
-        if calls["n"] == 5:  # second member, second chunk: "killed" mid-run
-            raise KeyboardInterrupt
-        return real(self, batches, out)
+        calls["members"] += 1
+
+        def gen():
+            for item in batches:
+                calls["batches"] += 1
+                if calls["members"] == 2 and calls["batches"] == 6 + 4:  # 2nd member, 4th batch: "killed"
+                    raise KeyboardInterrupt
+                yield item
+
+        return real(self, gen(), out)
 
     monkeypatch.setattr(OpenVINOMember, "predict_batches", flaky)
     out = tmp_path / "out"
@@ -163,8 +169,9 @@ def test_interrupted_run_resumes_identically(tiny_pool, data, tmp_path, monkeypa
         evaluate(paths, [data], cache_dir=tmp_path / "c", out=out, **kw)
     assert not (out / "results.json").exists()
     resumed = evaluate(paths, [data], cache_dir=tmp_path / "c", out=out, **kw)
-    assert calls["n"] == 5 + 2  # 4 chunks were cached; the 2 missing ones ran
+    # member 1: 3 chunks cached; member 2: its first chunk (2 batches) was saved before the interruption
     assert resumed.metadata["cache"]["hits"]["logits"] == 4
+    assert resumed.metadata["cache"]["misses"]["logits"] == 2
     _assert_same(reference, resumed)
 
 
