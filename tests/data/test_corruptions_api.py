@@ -256,3 +256,15 @@ def test_import_without_torch_and_openvino() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok")
+
+
+def test_thread_pool_gives_the_same_bytes() -> None:
+    """Per-thread RandomState streams: concurrent calls never share RNG state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    img = make_image(32)
+    jobs = [(name, pool_levels(name)[3], seed) for name in available() for seed in range(3)]
+    expected = [corrupt(img, n, s, seed) for n, s, seed in jobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda job: corrupt(img, *job), jobs))
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
