@@ -1,12 +1,15 @@
 """The evaluation engine: ensembles of deployed members on datasets, cached, with tidy results.
 
-Public API: :class:`Ensemble`, :func:`evaluate`, :class:`EvalResult`, :class:`EvalOptions`, and
-:class:`Policy` (from :mod:`ovdiv.evaluate.policy`, imported lazily).
+Public API: :class:`Ensemble`, :func:`evaluate`, :class:`EvalResult`, :class:`EvalOptions`,
+:class:`ArrayDataset`, and :class:`Policy` (from :mod:`ovdiv.evaluate.policy`, imported lazily).
+The package object is callable and forwards to :func:`evaluate` (``ovdiv.evaluate(...)``).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from ovdiv.evaluate.cache import EvalCache, default_cache_dir
@@ -39,3 +42,18 @@ def __getattr__(name: str) -> Any:
             raise ImportError(f"ovdiv.evaluate.Policy is unavailable ({exc})") from exc
         return module.Policy
     raise AttributeError(f"module 'ovdiv.evaluate' has no attribute {name!r}")
+
+
+class _CallableModule(types.ModuleType):
+    """``ovdiv.evaluate`` is both this package and the :func:`evaluate` function of the public API.
+
+    Importing the package binds ``ovdiv.evaluate`` to the module (Python sets a submodule as an attribute
+    of its parent), so the module itself forwards calls: ``ovdiv.evaluate(ens, datasets=[...])`` works
+    whichever of the two the name currently refers to.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> EvalResult:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -243,3 +243,32 @@ def test_option_errors(tiny_pool, data, tmp_path):
         evaluate(paths, [data], consensus="mean", cache_dir=tmp_path)
     with pytest.raises(ConfigError, match="--shard"):
         evaluate(paths, [data], shard="2/2", cache_dir=tmp_path)
+
+
+def test_public_api_and_policy(tiny_pool, data, tmp_path):
+    import ovdiv
+    import ovdiv.evaluate  # binds ovdiv.evaluate to the package: it must still be callable
+
+    ens = ovdiv.Ensemble.from_paths([tiny_pool.ir["m0"], tiny_pool.ir["m1"]], device="CPU", precision="f32")
+    res = ovdiv.evaluate(ens, datasets=[data], attribution="none", cka_samples=0, cache_dir=tmp_path)
+    assert isinstance(res, ovdiv.EvalResult) and res.ensembles == ["m0+m1"]
+    best = max(res.value("top1", dataset="tiny", member=m) for m in ("m0", "m1"))
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        json.dumps(
+            {
+                "rules": [
+                    {"id": "acc", "dataset": "tiny", "metric": "ensemble_top1", "min": 0.0},
+                    {
+                        "id": "beats",
+                        "dataset": "tiny",
+                        "metric": "ensemble_top1",
+                        "min": 1.0 - best + 1e-9,
+                        "relative_to": {"member": "best", "metric": "top1"},
+                    },
+                ]
+            }
+        )
+    )
+    verdict = res.check(ovdiv.Policy.from_file(policy))
+    assert [r["passed"] for r in verdict.rules] == [True, False]
