@@ -359,7 +359,8 @@ def train(
             export=export_,
             progress=progress,
         )
-    _train_summary(f"ovdiv train {recipe.name}", res.out_dir, res.metrics, [res.checkpoint], res.exported)
+    if res.is_main:  # under torchrun only rank 0 reports
+        _train_summary(f"ovdiv train {recipe.name}", res.out_dir, res.metrics, [res.checkpoint], res.exported)
 
 
 # ---- ensemble --------------------------------------------------------------------------------
@@ -402,8 +403,9 @@ def ensemble_train(
             export=export_,
             progress=progress,
         )
-    title = f"ovdiv ensemble train {config.name} ({res.heuristic})"
-    _train_summary(title, res.out_dir, res.metrics, res.members, res.exported)
+    if res.is_main:  # under torchrun only rank 0 reports
+        title = f"ovdiv ensemble train {config.name} ({res.heuristic})"
+        _train_summary(title, res.out_dir, res.metrics, res.members, res.exported)
 
 
 # ---- supernet --------------------------------------------------------------------------------
@@ -695,12 +697,12 @@ def evaluate(
     out: Path,
     with_report: bool,
 ) -> None:
-    r"""Evaluate an ensemble (or every k-subset of a pool) of deployed members.
+    """Evaluate an ensemble (or every k-subset of a pool) of deployed members.
 
     \b
     ovdiv evaluate --ensemble ir/*.xml --dataset demo --dataset lines1.6@demo
     ovdiv evaluate --pool ir/*.xml --size 3 --dataset demo --attribution none
-    """
+    """  # noqa: D301 - click's \b (no-rewrap) marker must be a real backspace
     from ovdiv.errors import ConfigError
     from ovdiv.evaluate import evaluate as run_evaluation
 
