@@ -109,6 +109,13 @@ class DistEnv:
     local_rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False
+
+    def shutdown(self) -> None:
+        """Destroy the process group if :func:`init_distributed` created it."""
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owns_group = False
 
     @property
     def is_main(self) -> bool:
@@ -134,10 +141,12 @@ def init_distributed(device: str | None = None) -> DistEnv:
     dev = torch.device(f"cuda:{local}") if want_cuda else torch.device("cpu")
     if want_cuda:
         torch.cuda.set_device(dev)
+    owns = False
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if want_cuda else "gloo", init_method="env://")
+        owns = True
         log.info("process group: rank %d/%d on %s", rank, world, dev)
-    return DistEnv(rank=rank, local_rank=local, world_size=world, device=dev)
+    return DistEnv(rank=rank, local_rank=local, world_size=world, device=dev, owns_group=owns)
 
 
 @dataclass

@@ -58,6 +58,7 @@ class EnsembleResult:
         members: Member checkpoint paths (pool order).
         metrics: All epoch records of ``metrics.jsonl`` (including earlier, resumed runs).
         exported: Export artifacts (``ovdiv.export.ExportedArtifact``) when exporting.
+        is_main: False on ranks other than 0 of a ``torchrun`` run (they write nothing).
     """
 
     out_dir: Path
@@ -65,6 +66,7 @@ class EnsembleResult:
     members: list[Path]
     metrics: list[dict[str, Any]]
     exported: list[Any] = field(default_factory=list)
+    is_main: bool = True
 
 
 def heuristic_loss(cfg: EnsembleConfig) -> tuple[LossFn, bool]:
@@ -229,16 +231,24 @@ def train_ensemble(
     env = init_distributed(opts.device)
     if env.is_main:
         write_json(out / "config.json", cfg.to_dict())
-    if cfg.heuristic in ("snapshot", "prune_and_tune"):
-        from ovdiv.train.lowcost import train_prune_and_tune, train_snapshot
+    try:
+        if cfg.heuristic in ("snapshot", "prune_and_tune"):
+            from ovdiv.train.lowcost import train_prune_and_tune, train_snapshot
 
-        fn = train_snapshot if cfg.heuristic == "snapshot" else train_prune_and_tune
-        paths = fn(cfg, source=source, out_dir=out, env=env, options=opts, progress=progress)
-    else:
-        paths = _train_joint(cfg, source=source, out_dir=out, env=env, options=opts, progress=progress)
+            fn = train_snapshot if cfg.heuristic == "snapshot" else train_prune_and_tune
+            paths = fn(cfg, source=source, out_dir=out, env=env, options=opts, progress=progress)
+        else:
+            paths = _train_joint(cfg, source=source, out_dir=out, env=env, options=opts, progress=progress)
+    finally:
+        env.shutdown()
     exported = export_members(paths, out / "export", progress) if export and env.is_main else []
     return EnsembleResult(
-        out_dir=out, heuristic=cfg.heuristic, members=paths, metrics=read_metrics(out), exported=exported
+        out_dir=out,
+        heuristic=cfg.heuristic,
+        members=paths,
+        metrics=read_metrics(out),
+        exported=exported,
+        is_main=env.is_main,
     )
 
 

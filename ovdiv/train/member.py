@@ -48,6 +48,7 @@ class TrainResult:
         best: ``RUN/best.pt`` (best validation top-1), None without validation.
         metrics: All epoch records of ``metrics.jsonl``.
         exported: Export artifacts when exporting.
+        is_main: False on ranks other than 0 of a ``torchrun`` run (they write nothing).
     """
 
     out_dir: Path
@@ -55,6 +56,7 @@ class TrainResult:
     best: Path | None
     metrics: list[dict[str, Any]]
     exported: list[Any] = field(default_factory=list)
+    is_main: bool = True
 
 
 def _resolve_data(recipe: Recipe, data: DataSource | str | Path | None, seed: int) -> DataSource:
@@ -196,8 +198,11 @@ def train_member(
         on_epoch_end=on_epoch_end,
         grad_clip_norm=rec.grad_clip_norm,
     )
-    trainer.try_resume()
-    trainer.fit()
+    try:
+        trainer.try_resume()
+        trainer.fit()
+    finally:
+        env.shutdown()
     exported: list[Any] = []
     if export and env.is_main:
         from ovdiv.train.ensemble import export_members
@@ -209,4 +214,5 @@ def train_member(
         best=best if best.is_file() else None,
         metrics=read_metrics(out),
         exported=exported,
+        is_main=env.is_main,
     )
