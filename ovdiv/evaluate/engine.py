@@ -66,6 +66,30 @@ def _as_ensemble(
     return Ensemble.from_paths(items, device=device, precision=precision, backend=backend)  # type: ignore[arg-type]
 
 
+def _stack_maps(maps: Sequence[np.ndarray]) -> npt.NDArray[np.float32]:
+    """Stack per-member maps ``(B, 3, h_i, w_i)`` into ``(M, B, 3, H, W)``.
+
+    Members with different input sizes give maps of different sizes; those are resized (bilinear,
+    per channel) to the largest ``(H, W)`` so pairwise statistics compare the same image positions.
+    """
+    h = max(int(a.shape[-2]) for a in maps)
+    w = max(int(a.shape[-1]) for a in maps)
+    if all(a.shape[-2:] == (h, w) for a in maps):
+        return np.stack(maps).astype(np.float32, copy=False)
+    from PIL import Image
+
+    out = np.empty((len(maps), maps[0].shape[0], maps[0].shape[1], h, w), dtype=np.float32)
+    for i, a in enumerate(maps):
+        if a.shape[-2:] == (h, w):
+            out[i] = a
+            continue
+        for b in range(a.shape[0]):
+            for c in range(a.shape[1]):
+                img = Image.fromarray(np.ascontiguousarray(a[b, c], dtype=np.float32), mode="F")
+                out[i, b, c] = np.asarray(img.resize((w, h), Image.Resampling.BILINEAR))
+    return out
+
+
 class _ChunkRouter:
     """Array-like target of :meth:`Member.predict_batches` routing global rows to per-chunk buffers.
 
@@ -325,12 +349,12 @@ class Evaluator:
             for b, imgs, labels in ds.batches(self.opt.batch_size, start=s, stop=e):
                 lg = pool_logits[:, b - s : b - s + len(imgs)]
                 targets = self._targets(lg, np.asarray(labels), b)
-                maps = np.stack(
+                maps = _stack_maps(
                     [
                         np.asarray(ex.attribute(np.asarray(imgs), target=targets[k], **self.opt.attribution_params))
                         for k, ex in enumerate(explainers)
                     ]
-                ).astype(np.float32)
+                )
                 stats.update(lg, np.asarray(labels), maps)
                 if b - s < ex_n:
                     keep.append(postprocess_maps(maps[:, : ex_n - (b - s)]))

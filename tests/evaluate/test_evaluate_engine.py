@@ -272,3 +272,18 @@ def test_public_api_and_policy(tiny_pool, data, tmp_path):
     )
     verdict = res.check(ovdiv.Policy.from_file(policy))
     assert [r["passed"] for r in verdict.rules] == [True, False]
+
+
+def test_maps_of_different_input_sizes_are_aligned():
+    from PIL import Image
+
+    from ovdiv.evaluate.engine import _stack_maps
+
+    rng = np.random.default_rng(0)
+    small = rng.random((2, 3, 8, 8), dtype=np.float32)
+    big = rng.random((2, 3, 16, 16), dtype=np.float32)
+    out = _stack_maps([small, big])
+    assert out.shape == (2, 2, 3, 16, 16)
+    np.testing.assert_array_equal(out[1], big)
+    ref = np.asarray(Image.fromarray(small[1, 2], mode="F").resize((16, 16), Image.Resampling.BILINEAR))
+    np.testing.assert_allclose(out[0, 1, 2], ref)
