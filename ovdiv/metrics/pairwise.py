@@ -230,16 +230,19 @@ def kl_divergence(probs: npt.ArrayLike) -> F64:
     return out
 
 
-def _kl_update(logits: npt.NDArray[np.floating]) -> F64:
+def _kl_update(logits: npt.NDArray[np.floating], lse: F64 | None = None) -> F64:
     """``(M, M)`` sums over the batch of ``KL(p_i || p_k)`` per sample, from logits ``(M, B, C)``.
 
     ``KL_n(i || k) = Σ_c p_ic z_ic − LSE_i − (Σ_c p_ic z_kc − LSE_k)``; the cross term over the whole
-    batch is one matrix product ``P Zᵀ`` with ``P, Z`` reshaped to ``(M, B·C)``.
+    batch is one matrix product ``P Zᵀ`` with ``P, Z`` reshaped to ``(M, B·C)``. ``lse (M, B)`` may be
+    passed when already computed.
     """
     m, b, c = logits.shape
-    z = logits.astype(np.float64)
-    lse = logsumexp(z, axis=2)  # (M, B)
-    p = np.exp(z - lse[..., None])
+    z = np.asarray(logits, dtype=np.float64)
+    if lse is None:
+        lse = logsumexp(z, axis=2)  # (M, B)
+    p = z - lse[..., None]
+    np.exp(p, out=p)
     cross = p.reshape(m, b * c) @ z.reshape(m, b * c).T  # cross[i, k] = Σ_n Σ_c p_i z_k
     self_term = np.diag(cross) - lse.sum(axis=1)  # Σ_n (Σ_c p_i z_i − LSE_i)
     out: F64 = self_term[:, None] - (cross - lse.sum(axis=1)[None, :])

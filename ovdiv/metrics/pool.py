@@ -61,7 +61,7 @@ log = logging.getLogger("ovdiv.metrics")
 
 F64 = npt.NDArray[np.float64]
 POOL_FORMAT = "ovdiv-poolstats/1"
-_CHUNK = 256  # samples per internal chunk of the all-subset pass (bounds its memory)
+_CHUNK = 32  # samples per internal chunk of the all-subset pass (bounds memory; cache-sized)
 
 ENSEMBLE_METRICS: tuple[str, ...] = (
     "ensemble_top1",
@@ -241,10 +241,13 @@ class PoolStats:
         if b == 0:
             return
         preds = z.argmax(axis=2).astype(np.int64)
-        self._update_members(z, y, preds)
+        z64 = np.asarray(z, dtype=np.float64)
+        lse = logsumexp(z64, axis=2)  # (M, B), shared by member NLL/ECE and KL
+        self._update_members(z64, y, preds, lse)
         self.tables += _tables_update(preds == y[None, :])
         self.pdr_counts += _pdr_update(preds)
-        self.kl_sums += _kl_update(z)
+        self.kl_sums += _kl_update(z64, lse)
+        del z64
         if a is not None:
             self.attribution._update_checked(a)
         if feats is not None:
@@ -309,18 +312,15 @@ class PoolStats:
         """Add one batch (B >= 4) of per-member CKA features (``(M, B, D)`` or M arrays ``(B, D_i)``)."""
         self._add_features(self._valid_features(features, None))
 
-    def _update_members(
-        self, z: npt.NDArray[np.floating], y: npt.NDArray[np.int64], preds: npt.NDArray[np.int64]
-    ) -> None:
+    def _update_members(self, z64: F64, y: npt.NDArray[np.int64], preds: npt.NDArray[np.int64], lse: F64) -> None:
         rows = np.arange(y.size)
         for i in range(self.num_members):
-            zi = np.asarray(z[i], dtype=np.float64)
+            zi = z64[i]
             rank = _label_rank(zi, y)
             self.member_top1[i] += (rank == 0).sum()
             self.member_top5[i] += (rank < 5).sum()
-            lse = logsumexp(zi, axis=1)
-            self.member_nll[i] += (lse - zi[rows, y]).sum()
-            conf = np.exp(zi[rows, preds[i]] - lse)
+            self.member_nll[i] += (lse[i] - zi[rows, y]).sum()
+            conf = np.exp(zi[rows, preds[i]] - lse[i])
             self.member_ece[i] += _ece_update(conf, preds[i] == y, self.n_bins)
 
     # ------------------------------------------------------------------ merge / io

@@ -35,7 +35,6 @@ Both paths agree with the brute force to ~1e-15 (tests: ≤ 1e-9 on random pools
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,7 +42,6 @@ import numpy.typing as npt
 
 from ovdiv.metrics.calibration import NLL_EPS
 from ovdiv.metrics.consensus import _label_rank, _majority_rank, _scores, logsumexp, softmax, tie_priority
-from ovdiv.metrics.pairwise import _equitability_per_sample
 from ovdiv.types import Consensus
 
 __all__ = ["SubsetStats", "subset_batch_stats", "CANDIDATES_PER_MEMBER"]
@@ -151,14 +149,23 @@ def _ece_update_many(conf: F64, correct: npt.NDArray[np.bool_], n_bins: int) -> 
 
 
 def _equitability(preds: I64, subsets: I64, correct: npt.NDArray[np.bool_], num_classes: int) -> tuple[F64, F64]:
-    """Sums and counts ``(S, 2)`` of per-sample equitability over ensemble-correct / -wrong samples."""
-    eq_sum = np.zeros((subsets.shape[0], 2))
-    eq_cnt = np.zeros((subsets.shape[0], 2))
-    for s, members in enumerate(subsets):
-        e = _equitability_per_sample(preds[members], num_classes)
-        ok = correct[s]
-        eq_sum[s] = (e[ok].sum(), e[~ok].sum())
-        eq_cnt[s] = (ok.sum(), (~ok).sum())
+    """Sums and counts ``(S, 2)`` of per-sample equitability over ensemble-correct / -wrong samples.
+
+    Vectorised form of :func:`~ovdiv.metrics.pairwise.shannon_equitability_per_sample` for all subsets:
+    with ``c_j`` the number of subset members voting like member j, ``H = −(1/k) Σ_j ln(c_j / k)``.
+    """
+    k = subsets.shape[1]
+    denom = np.log(min(k, num_classes))
+    ps = preds[subsets]  # (S, k, B)
+    if k == 1 or denom == 0:
+        e = np.zeros((subsets.shape[0], preds.shape[1]))
+    else:
+        counts = (ps[:, :, None, :] == ps[:, None, :, :]).sum(axis=1).astype(np.float64)  # (S, k, B)
+        e = -np.log(counts / k).sum(axis=1) / k / denom
+    ok = correct
+    eq_sum = np.stack([np.where(ok, e, 0.0).sum(axis=1), np.where(ok, 0.0, e).sum(axis=1)], axis=1)
+    n_ok = ok.sum(axis=1).astype(np.float64)
+    eq_cnt = np.stack([n_ok, ok.shape[1] - n_ok], axis=1)
     return eq_sum, eq_cnt
 
 
@@ -258,10 +265,9 @@ def _average_fast(z: npt.NDArray[np.floating], y: I64, subsets: I64) -> tuple[I6
     np.exp(e, out=e)
     et = np.ascontiguousarray(e.transpose(1, 0, 2))  # (B, M, C)
     sumexp = np.empty((subsets.shape[0], b))
-    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for s, members in enumerate(subsets):
-        groups[tuple(int(v) for v in members[:-1])].append(s)
-    for prefix, idx in groups.items():
+    prefixes, inverse = np.unique(subsets[:, :-1], axis=0, return_inverse=True)
+    for g, prefix in enumerate(prefixes.tolist()):
+        idx = np.flatnonzero(inverse.ravel() == g)
         prod = np.ones((b, c)) if not prefix else e[prefix[0]].copy()
         for i in prefix[1:]:
             prod *= e[i]
