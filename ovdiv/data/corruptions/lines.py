@@ -181,25 +181,21 @@ def _blend_lines(pixels: np.ndarray, flat: np.ndarray, val: np.ndarray, im_size:
     if flat.size == 0:
         return
     key = flat.astype(np.uint16) if im_size * im_size <= 1 << 16 else flat
-    order = np.argsort(key, kind="stable")  # by pixel, then line (entries are line-major); radix for uint16
-    sorted_flat = flat[order]
-    new_pixel = np.empty(len(order), dtype=bool)
-    new_pixel[:1] = True
-    np.not_equal(sorted_flat[1:], sorted_flat[:-1], out=new_pixel[1:])
-    if new_pixel.all():
-        _blend(pixels, flat, 1.0 - val, val * 128)
-        return
-    pos = np.arange(len(order))
-    rank = pos - np.maximum.accumulate(np.where(new_pixel, pos, 0))
-    rank_key = rank.astype(np.uint8) if rank.max() < 256 else rank
-    by_wave = order[np.argsort(rank_key, kind="stable")]  # wave-major; radix sort for uint8 keys
-    flat, val = flat[by_wave], val[by_wave]
+    rest = np.argsort(key, kind="stable")  # by pixel, then line (entries are line-major); radix for uint16
+    rest_flat = flat[rest]
     keep_w = 1.0 - val  # (1 − v) times the uint8 value: exact, like float32(out) in the reference
     grey_w = val * 128
-    start = 0
-    for count in np.bincount(rank).tolist():
-        _blend(pixels, flat[start : start + count], keep_w[start : start + count], grey_w[start : start + count])
-        start += count
+    while True:
+        first = np.empty(len(rest), dtype=bool)  # first remaining occurrence of each pixel = this wave
+        first[:1] = True
+        np.not_equal(rest_flat[1:], rest_flat[:-1], out=first[1:])
+        if first.all():
+            _blend(pixels, rest_flat, keep_w[rest], grey_w[rest])
+            return
+        wave = rest[first]
+        _blend(pixels, flat[wave], keep_w[wave], grey_w[wave])
+        later = ~first
+        rest, rest_flat = rest[later], rest_flat[later]
 
 
 def _blend(pixels: np.ndarray, idx: np.ndarray, keep_w: np.ndarray, grey_w: np.ndarray) -> None:
