@@ -125,8 +125,9 @@ def resolve_data(cfg: EnsembleConfig, data: DataSource | str | Path | None = Non
     d = cfg.data
     if data is not None:
         src = DataSource.coerce(data)
-        if src.spec is not None and src.val_spec is None:
-            src = replace(src, val_spec=d.val_dataset)
+        if src.spec is not None and src.spec == d.dataset and not isinstance(data, DataSource):
+            # the config's own dataset named on the command line: keep its validation split and limits
+            src = replace(src, val_spec=d.val_dataset, limit=d.limit, val_limit=d.val_limit, seed=cfg.seed)
         return src
     if d.root:
         return DataSource(root=Path(d.root))

@@ -62,8 +62,11 @@ class TrainResult:
 def _resolve_data(recipe: Recipe, data: DataSource | str | Path | None, seed: int) -> DataSource:
     if data is not None:
         src = DataSource.coerce(data)
-        if src.spec is not None and src.val_spec is None and recipe.data.train == src.spec:
-            src = replace(src, val_spec=recipe.data.val)
+        if src.spec is not None and src.spec == recipe.data.train and not isinstance(data, DataSource):
+            # the recipe's own dataset named on the command line: keep its validation split and limits
+            src = replace(
+                src, val_spec=recipe.data.val, limit=recipe.data.train_limit, val_limit=recipe.data.val_limit, seed=seed
+            )
         return src
     if recipe.data.train:
         return DataSource(

@@ -189,3 +189,18 @@ def test_cli_train_member_from_recipe_with_pretrained_and_resume(tmp_path):
     b = torch.load(tmp_path / "ft" / "last.pt", weights_only=True)["state_dict"]
     conv = next(k for k in a if k.endswith("weight") and a[k].ndim == 4)
     torch.testing.assert_close(a[conv], b[conv], rtol=0, atol=1e-9)
+
+
+def test_resolve_data_precedence(tmp_path):
+    from ovdiv.train.data import DataSource
+    from ovdiv.train.ensemble import resolve_data
+
+    cfg = load_ensemble_config(ENSEMBLES / "tiny" / "gncl_average.json")
+    own = resolve_data(cfg)
+    assert (own.spec, own.val_spec, own.limit, own.val_limit) == ("demo:train", "demo", 2000, 500)
+    assert resolve_data(cfg, "demo:train") == own  # naming the config's dataset keeps its limits
+    other = resolve_data(cfg, "lines1.6@demo")
+    assert other.spec == "lines1.6@demo" and other.limit is None
+    assert resolve_data(cfg, tmp_path).root == tmp_path
+    explicit = DataSource(spec="demo:train", limit=7)
+    assert resolve_data(cfg, explicit) is explicit
