@@ -125,6 +125,9 @@ class VJPModel:
 
     Attributes:
         graph: The :class:`~ovdiv.attribution.vjp.VJPGraph`.
+        fake_quantized: The model holds FakeQuantize ops (INT8); on CPU both models are then compiled with
+            ``LP_TRANSFORMS_MODE=NO`` (fp32 fake-quant semantics, STE gradient).
+        compile_config: The properties both models were compiled with.
         inference_precision: The precision the plugin reports for the VJP model (recorded).
         device: Device both models run on.
 
@@ -167,7 +170,17 @@ class VJPModel:
         self.device = device
         if inference_precision != "f32":
             _log.warning("VJP model compiled with inference precision %s: inaccurate gradients", inference_precision)
-        cfg: dict[str, Any] = {"INFERENCE_PRECISION_HINT": inference_precision, **(config or {})}
+        cfg: dict[str, Any] = {"INFERENCE_PRECISION_HINT": inference_precision}
+        self.fake_quantized = any(op.get_type_name() == "FakeQuantize" for op in self.graph.forward.get_ordered_ops())
+        if self.fake_quantized and "CPU" in device.upper():
+            # The CPU plugin's int8 low-precision transformations (LPT) rewrite FakeQuantize subgraphs;
+            # in the VJP model they break the equality masks of the MaxPool rule (zero gradients observed
+            # on an NNCF INT8 ResNet) and fuse the forward differently from the plain model. With LPT
+            # off, forward and VJP both run FakeQuantize with fp32 fake-quant semantics, so the gradient
+            # is the STE gradient of the quantized function the forward computes.
+            cfg["LP_TRANSFORMS_MODE"] = "NO"
+        cfg.update(config or {})
+        self.compile_config: dict[str, Any] = dict(cfg)
         core = _core()
         try:
             self._fwd = core.compile_model(self.graph.forward, device, cfg)
