@@ -226,3 +226,27 @@ def test_nan_logits_pass_through(tmp_path, tiny_pool):
     torch.manual_seed(0)
     m = load_member(export_ir(NaNNet(), tmp_path / "nan.xml"))
     assert np.isnan(m.predict(tiny_pool.images[:3])).all()  # the engine reports it per member
+
+
+def test_baked_preprocessing_ir_takes_uint8(tmp_path, tiny_pool):
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+
+    card = ModelCard.load(tiny_pool.ir["m0"].with_suffix(".json"))
+    model = ov.Core().read_model(str(tiny_pool.ir["m0"]))
+    ppp = PrePostProcessor(model)
+    ppp.input(0).tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    ppp.input(0).model().set_layout(ov.Layout("NCHW"))
+    ppp.input(0).preprocess().convert_element_type(ov.Type.f32).mean([255 * v for v in card.mean]).scale(
+        [255 * v for v in card.std]
+    )
+    ov.save_model(ppp.build(), str(tmp_path / "baked.xml"), compress_to_fp16=False)
+    baked = load_member(tmp_path / "baked.xml")  # no card: layout inferred from the uint8 input
+    assert baked.baked and baked.card.layout == "NHWC_U8"
+    assert baked.model_input(tiny_pool.images[:4]).dtype == np.uint8
+    ref = tiny_pool.torch_logits(["m0"], tiny_pool.images[:24])[0]
+    np.testing.assert_allclose(baked.predict(tiny_pool.images[:24]), ref, atol=ATOL)
+    plain = load_member(tiny_pool.ir["m0"])
+    np.testing.assert_allclose(
+        baked.features(tiny_pool.images[:8])["stage2"], plain.features(tiny_pool.images[:8])["stage2"], atol=1e-5
+    )
