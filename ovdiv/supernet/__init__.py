@@ -206,15 +206,21 @@ def extract(
         Dict with name, subnet, arch_spec, macs / weights (nncf's and ovdiv's counts), params,
         max_abs_diff_vs_supernet, reload_max_abs_diff, checkpoint, artifacts (path, format, check).
     """
+    from ovdiv.errors import ConfigError
+
     from .export_subnet import export_extracted
     from .isolation import run_isolated
 
     fmts = [f.strip().lower() for f in formats if f.strip()]
     bad = sorted(set(fmts) - {"torch", "onnx", "ir"})
     if bad:
-        from ovdiv.errors import ConfigError
-
         raise ConfigError(f"unknown export format(s) {bad}", "use torch, onnx, ir")
+    if (subnet is None) == (config is None):
+        raise ConfigError("extract needs exactly one of --subnet NAME and --config JSON")
+    if subnet is not None and subnet not in named_subnet_names():
+        raise ConfigError(f"unknown subnet {subnet!r}", f"choose one of {', '.join(named_subnet_names())}")
+    if config is not None and not Path(config).is_file():
+        raise ConfigError(f"subnet config {config} does not exist")
     kwargs = {
         "run": str(run),
         "out": str(out),

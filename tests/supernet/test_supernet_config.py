@@ -136,3 +136,5 @@ def test_cli_typo_missing_pretrained(tmp_path: Path) -> None:
         ]
     )
     assert "tflite" in line
+    line = _one_line_exit2(["supernet", "extract", str(tmp_path), "--subnet", "B_7", "--out", str(tmp_path / "x")])
+    assert "B_7" in line and "wB_1c" in line
