@@ -222,6 +222,11 @@ class Evaluator:
         finally:  # also on interruption: keep every chunk that is complete (requests in flight have landed)
             flush()
 
+    def logits_complete(self, m: Member, ds: Any) -> bool:
+        """Every logits chunk of (member, dataset) is cached."""
+        d = self.logits_dir(m, ds)
+        return all((d / self.cache.chunk_name(s, e, "npy")).is_file() for s, e in self.chunks(len(ds)))
+
     def load_logits(self, m: Member, ds: Any, stop: int | None = None) -> npt.NDArray[np.float32] | None:
         """All cached logits ``(N, C)`` (or the first ``stop`` rows) of one unit; None if a chunk is missing."""
         d = self.logits_dir(m, ds)
@@ -558,8 +563,14 @@ def evaluate(
         "options": opt.to_dict(),
     }
 
-    complete = all(ev.load_logits(m, ds) is not None for ds in prepared for m in ens) and all(
-        ev.attribution_complete(ds) for ds in prepared
+    complete = (
+        all(ev.logits_complete(m, ds) for ds in prepared for m in ens)
+        and all(ev.attribution_complete(ds) for ds in prepared)
+        and (
+            len(ens) < 2
+            or opt.cka_samples == 0
+            or all(ev.features_path(m, ds).is_file() for ds in prepared for m in ens)
+        )
     )
     if not complete:
         ev.timings["total"] = round(time.perf_counter() - t_start, 4)
