@@ -585,12 +585,10 @@ def evaluate(
     arrays: dict[str, dict[str, np.ndarray]] = {}
     nan_report: list[str] = []
     for spec, ds in zip(specs, prepared, strict=True):
-        for m in ens:
-            lg = ev.load_logits(m, ds)
-            bad = int((~np.isfinite(lg)).any(axis=1).sum()) if lg is not None else 0
-            if bad:
-                nan_report.append(f"{m.name} ({bad} of {len(lg)} images on {spec})")  # type: ignore[arg-type]
-            del lg
+        bad = np.zeros(len(ens), dtype=np.int64)
+        for s, e in ev.chunks(len(ds)):  # chunk by chunk: memory stays flat in N
+            bad += (~np.isfinite(ev.chunk_logits(ds, s, e))).any(axis=2).sum(axis=1)
+        nan_report += [f"{m.name} ({b} of {len(ds)} images on {spec})" for m, b in zip(ens, bad, strict=True) if b]
     if nan_report:
         raise MemberError(
             "non-finite (NaN/inf) logits from member(s): " + "; ".join(nan_report),
