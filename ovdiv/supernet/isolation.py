@@ -101,21 +101,29 @@ def run_isolated(command: str, kwargs: dict[str, Any], *, progress: ProgressCall
     result: Any = None
     error: dict[str, Any] | None = None
     got_result = False
-    with os.fdopen(r_fd, "r", encoding="utf-8") as messages:
-        for line in messages:
-            try:
-                msg = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            kind = msg.get("type")
-            if kind == "progress":
-                progress(Progress(msg["task"], int(msg["completed"]), msg.get("total"), msg.get("detail", "")))
-            elif kind == "log":
-                logging.getLogger(msg.get("name") or "ovdiv.supernet").log(int(msg["level"]), "%s", msg["message"])
-            elif kind == "result":
-                result, got_result = msg.get("value"), True
-            elif kind == "error":
-                error = msg
+    try:
+        with os.fdopen(r_fd, "r", encoding="utf-8") as messages:
+            for line in messages:
+                try:
+                    msg = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                kind = msg.get("type")
+                if kind == "progress":
+                    progress(Progress(msg["task"], int(msg["completed"]), msg.get("total"), msg.get("detail", "")))
+                elif kind == "log":
+                    logging.getLogger(msg.get("name") or "ovdiv.supernet").log(int(msg["level"]), "%s", msg["message"])
+                elif kind == "result":
+                    result, got_result = msg.get("value"), True
+                elif kind == "error":
+                    error = msg
+    except BaseException:  # interrupted (Ctrl-C) or a failing callback: do not leave the child running
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
     rc = proc.wait()
     reader.join(timeout=5)
     if error is not None:

@@ -66,3 +66,15 @@ def test_hostile_environment_is_one_line(tmp_path: Path, monkeypatch: pytest.Mon
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "empty search space" in lines[0], res.output
+
+
+def test_child_errors_come_back_typed() -> None:
+    from ovdiv.errors import ConfigError, SupernetError
+    from ovdiv.supernet.isolation import SupernetChildError, run_isolated
+
+    with pytest.raises(SupernetError, match="unknown supernet command"):
+        run_isolated("nope", {})
+    with pytest.raises(ConfigError, match="does not exist"):
+        run_isolated("info", {"target": "/nonexistent/config.json"})
+    with pytest.raises(SupernetChildError, match="TypeError"):
+        run_isolated("info", {"target": str(TINY), "no_such_argument": 1})
