@@ -2,8 +2,9 @@
 
 Loaded with :func:`ovdiv.models.load_checkpoint`; the card comes from the checkpoint's metadata
 unless a card JSON sits next to the file. Features for CKA via forward hooks: the input of the last
-``nn.Linear`` (penultimate) and the last 4-D leaf-module output per spatial resolution after the
-first ``nn.Conv2d``, spatially averaged.
+``nn.Linear`` (penultimate; without one, the input of the last ``nn.Conv2d``, spatially averaged, as
+in the OpenVINO backend) and the last 4-D leaf-module output per spatial resolution after the first
+``nn.Conv2d``, spatially averaged.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class TorchMember(Member):
             for h in handles:
                 h.remove()
         pen: torch.Tensor | None = None
+        last_conv_in: torch.Tensor | None = None
         seen_conv = False
         stages: dict[tuple[int, int], torch.Tensor] = {}
         for _n, m, inp, out in records:
@@ -99,9 +101,12 @@ class TorchMember(Member):
                 pen = inp[0]
             if isinstance(m, nn.Conv2d):
                 seen_conv = True
+                last_conv_in = inp[0]
             if seen_conv and isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[2] * out.shape[3] > 1:
                 stages[(int(out.shape[2]), int(out.shape[3]))] = out
         feats: dict[str, FloatArray32] = {}
+        if pen is None:  # no Linear head (e.g. SqueezeNet's conv classifier): input of the last conv
+            pen = last_conv_in
         if pen is not None:
             p = pen.float()
             if p.ndim == 4:
