@@ -65,10 +65,13 @@ def convert_to_openvino(model: nn.Module, example: torch.Tensor) -> ov.Model:
 
 
 def bake_preprocessing(ov_model: ov.Model, mean: Sequence[float], std: Sequence[float]) -> ov.Model:
-    """Return a model whose input is uint8 NHWC RGB (scaling, mean/std and layout inside the graph)."""
+    """Return a new model whose input is uint8 NHWC RGB (scaling, mean/std and layout inside the graph).
+
+    ``ov_model`` is not modified (``PrePostProcessor.build`` edits its model in place, so it works on a clone).
+    """
     from openvino.preprocess import PrePostProcessor
 
-    ppp = PrePostProcessor(ov_model)
+    ppp = PrePostProcessor(ov_model.clone())
     inp = ppp.input()
     inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
     inp.model().set_layout(ov.Layout("NCHW"))
@@ -100,8 +103,7 @@ def quantize_int8(
     Returns:
         ``(int8_model, settings)`` with the settings recorded in the card.
     """
-    import nncf
-
+    nncf = _import_nncf()
     if preset not in INT8_PRESETS:
         raise ConfigError(f"unknown INT8 preset {preset!r}", f"use one of {', '.join(INT8_PRESETS)}")
     items = [calib[i : i + 1] for i in range(len(calib))]
@@ -119,15 +121,40 @@ def quantize_int8(
     }
     if transformer:
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
-    logging.getLogger("nncf").setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            quantized = nncf.quantize(ov_model, nncf.Dataset(items), **kwargs)
+            quantized = nncf.quantize(ov_model.clone(), nncf.Dataset(items), **kwargs)
     except Exception as exc:  # nncf raises its own hierarchy and RuntimeErrors from OpenVINO
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"NNCF INT8 quantization failed ({msg})") from exc
     return quantized, settings
+
+
+def _import_nncf() -> Any:
+    """Import nncf without letting it print to stdout.
+
+    nncf binds a stdout handler to its logger at import time and warns there that it prefers another torch
+    version. Importing it with stdout redirected captures that warning (re-logged at DEBUG); the handler is
+    then pointed at stderr and limited to warnings, so stdout stays clean for the CLI's output.
+    """
+    import sys
+
+    if "nncf" in sys.modules:
+        return sys.modules["nncf"]
+    sink = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
+        warnings.simplefilter("ignore")
+        import nncf
+    nncf_log = logging.getLogger("nncf")
+    nncf_log.setLevel(logging.WARNING)
+    for handler in nncf_log.handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sink:
+            handler.setStream(sys.stderr)
+            handler.setLevel(logging.WARNING)
+    if sink.getvalue().strip():
+        log.debug("nncf import: %s", sink.getvalue().strip())
+    return nncf
 
 
 def save_ir(ov_model: ov.Model, xml_path: str | os.PathLike[str], *, compress_to_fp16: bool) -> Path:

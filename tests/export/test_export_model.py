@@ -219,6 +219,7 @@ def test_bake_preprocessing(trained, tmp_path, demo_test) -> None:
         tmp_path,
         name="baked",
         formats=("onnx", "ir"),
+        precisions=("fp32", "fp16"),
         input_size=(64, 64),
         mean=MEAN,
         std=STD,
@@ -228,6 +229,7 @@ def test_bake_preprocessing(trained, tmp_path, demo_test) -> None:
     )
     imgs = demo_test[0][:6]
     ref = _torch(model, _prep(imgs))
+    assert [a.path.name for a in arts] == ["baked.onnx", "baked_fp32.xml", "baked_fp16.xml"]
     for a in arts:
         assert a.card.layout == "NHWC_U8" and a.card.baked_preprocessing and a.check["input"] == "uint8 NHWC"
         assert a.check["n_images"] == 32 and a.check["images"] == "given"

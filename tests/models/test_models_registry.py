@@ -196,3 +196,11 @@ def test_register_model_rejects_duplicates_and_missing_num_classes() -> None:
         @register_model(family="x", name="_test_no_nc")
         def bad() -> nn.Module:
             return nn.Identity()
+
+
+@pytest.mark.parametrize("name", ["resnext50_32_2", "resnext50_32_4l", "resnext50_16_4"])
+def test_paper_variants_forward_at_reduced_resolution(name: str) -> None:
+    m = create_model(name, num_classes=6).eval()
+    with torch.no_grad():
+        y = m(torch.randn(1, 3, 64, 64))
+    assert y.shape == (1, 6) and torch.isfinite(y).all()
