@@ -45,11 +45,12 @@ def _relu(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) 
 
 @register_vjp("Clamp")
 def _clamp(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) -> list[ov.Output | None]:
-    # hardtanh/ReLU6 convention: zero gradient at and beyond the bounds.
-    x = node.input_value(0)
+    # hardtanh/ReLU6 convention: zero gradient at and beyond the bounds. lo < x < hi <=> lo < y < hi, and the
+    # output is read for the same reason as in the Relu rule.
+    y = node.output(0)
     a = node.get_attributes()
     lo, hi = float(a["min"]), float(a["max"])
-    mask = ops.logical_and(ops.greater(x, ctx.const(lo, like=x)), ops.less(x, ctx.const(hi, like=x))).output(0)
+    mask = ops.logical_and(ops.greater(y, ctx.const(lo, like=y)), ops.less(y, ctx.const(hi, like=y))).output(0)
     return [_select(mask, _g(grads), ctx)]
 
 

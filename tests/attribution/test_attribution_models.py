@@ -95,7 +95,10 @@ class _STE(torch.autograd.Function):
     def forward(ctx, x, il, ih, ol, oh, levels):  # type: ignore[no-untyped-def]
         ctx.save_for_backward(x, il, ih, ol, oh)
         lo, hi = torch.minimum(il, ih), torch.maximum(il, ih)
-        q = torch.round((x - il) / (ih - il) * (levels - 1)) / (levels - 1) * (oh - ol) + ol
+        # OpenVINO's arithmetic form (scale multiplications). It matters: NNCF puts 0 on the grid, and
+        # ``q / (L-1) * (oh-ol) + ol`` vs ``q * ((oh-ol)/(L-1)) + ol`` round that 0 to +-1e-8 differently,
+        # flipping downstream ReLU masks (8 % saliency change with identical logits).
+        q = torch.round((x - il) * ((levels - 1) / (ih - il))) * ((oh - ol) / (levels - 1)) + ol
         return torch.where(x <= lo, ol.expand_as(q), torch.where(x > hi, oh.expand_as(q), q))
 
     @staticmethod
@@ -160,9 +163,10 @@ def test_int8_nncf_ir_ste_saliency(helpers, tmp_path) -> None:
     """NNCF INT8 IR: FakeQuantize on activations + int8 weight decompression.
 
     Checked: the VJP model's logits equal the compiled INT8 forward (both compiled with fp32 fake-quant
-    semantics, LP_TRANSFORMS_MODE=NO), and the STE saliency agrees with an independent torch interpretation
-    of the same IR (rel. L2 and Spearman bounds, not the fp32 floor: STE saliency flips with rounding,
-    see the feasibility study §4). Also finite and correlated with the FP32 model's saliency.
+    semantics, LP_TRANSFORMS_MODE=NO); the STE saliency matches an independent torch interpretation of the
+    same IR (FakeQuantize forward in OpenVINO's arithmetic, STE backward) within the noise floor of that
+    interpretation in fp32 vs fp64 (rel. L2 <= 2 x floor + 1e-5, and < 5 %), Spearman >= 0.99; finite and
+    correlated with the FP32 model's saliency.
     """
     nncf = pytest.importorskip("nncf")
     model = _tiny("tiny_resnet", helpers)
@@ -180,14 +184,20 @@ def test_int8_nncf_ir_ste_saliency(helpers, tmp_path) -> None:
     logits, g = runner.gradient(x.numpy(), t)
     assert np.isfinite(g).all() and np.abs(g).max() > 0
     np.testing.assert_allclose(logits, runner.forward(x.numpy()), atol=1e-5)
-    xx = x.clone().requires_grad_()
-    y = run_ir_in_torch(q, xx)
-    assert np.abs(y.detach().numpy() - logits).max() < 5e-2
-    (ref,) = torch.autograd.grad(y.gather(1, torch.as_tensor(t)[:, None]).sum(), xx)
-    err = helpers.rel_l2(g, ref.numpy())
-    sal_ov, sal_ref = np.abs(g).max(1), np.abs(ref.numpy()).max(1)
+
+    def oracle(xin: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        xx = xin.clone().requires_grad_()
+        y = run_ir_in_torch(q, xx)
+        (gr,) = torch.autograd.grad(y.gather(1, torch.as_tensor(t)[:, None]).sum(), xx)
+        return y.detach().numpy(), gr.numpy()
+
+    y32, ref = oracle(x)
+    _, ref64 = oracle(x.double())
+    assert np.abs(y32 - logits).max() < 1e-2
+    err, floor = helpers.rel_l2(g, ref), helpers.rel_l2(ref, ref64)
+    sal_ov, sal_ref = np.abs(g).max(1), np.abs(ref).max(1)
     rho = min(spearmanr(sal_ov[i].ravel(), sal_ref[i].ravel())[0] for i in range(len(t)))
-    assert err < 0.25 and rho > 0.95, (err, rho)
+    assert err <= 2 * floor + helpers.EPS and err < 0.05 and rho > 0.99, (err, floor, rho)
     _, g32 = VJPModel(ir).gradient(x.numpy(), t)
     sal32 = np.abs(g32).max(1)
     rho32 = min(spearmanr(sal_ov[i].ravel(), sal32[i].ravel())[0] for i in range(len(t)))
