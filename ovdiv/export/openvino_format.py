@@ -143,9 +143,15 @@ def _import_nncf() -> Any:
     if "nncf" in sys.modules:
         return sys.modules["nncf"]
     sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
-        warnings.simplefilter("ignore")
-        import nncf
+    cpp_ext = logging.getLogger("torch.utils.cpp_extension")  # "No CUDA runtime is found" on CPU machines
+    level = cpp_ext.level
+    cpp_ext.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
+            warnings.simplefilter("ignore")
+            import nncf
+    finally:
+        cpp_ext.setLevel(level)
     nncf_log = logging.getLogger("nncf")
     nncf_log.setLevel(logging.WARNING)
     for handler in nncf_log.handlers:

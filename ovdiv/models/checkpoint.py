@@ -18,8 +18,8 @@ How the architecture is rebuilt (:func:`load_checkpoint`), in this order:
    ovdiv's built-in architectures: register a builder that rebuilds the module from JSON arguments.
 3. ``arch = "module:<importable.module>:<function>"``: the module is imported and
    ``function(num_classes=num_classes, **arch_args)`` builds the model. Only modules inside the ``ovdiv``
-   package are accepted (a checkpoint must not be able to import arbitrary code); importing the module
-   is also how builders registered there become known.
+   package and functions with a ``num_classes`` parameter are accepted (a checkpoint must not be able to
+   import or call arbitrary code); importing the module is also how builders registered there become known.
 
 **Non-registry modules, e.g. an extracted BootstrapNAS subnet.** The subnet is a plain torchvision-style
 ResNet whose convolutions are narrower and some blocks are ``nn.Identity``; it is fully described by a JSON
@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib
+import inspect
 import json
 import os
 import pickle
@@ -274,6 +275,12 @@ def build_model(arch: str, arch_args: Mapping[str, Any], num_classes: int) -> nn
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise ModelError(f"arch {arch!r}: module {mod_name!r} has no function {fn_name!r}")
+    try:
+        takes_num_classes = "num_classes" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        takes_num_classes = False
+    if not takes_num_classes:  # only model builders, never arbitrary ovdiv functions
+        raise ModelError(f"arch {arch!r}: {fn_name!r} is not a model builder (no `num_classes` argument)")
     try:
         model = fn(num_classes=num_classes, **dict(arch_args))
     except (TypeError, ValueError) as exc:

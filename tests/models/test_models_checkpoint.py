@@ -129,6 +129,7 @@ def test_arch_resolution_errors(tmp_path) -> None:
         ("module:ovdiv.models.resnet:nope", "no function"),
         ("module:ovdiv.nonexistent_mod:f", "cannot import"),
         ("module:ovdiv.models.resnet", "must look like"),
+        ("module:ovdiv.atomic:write_text", "not a model builder"),
         ("no_such_arch", "unknown architecture"),
     ]:
         _save_tiny(p, arch=arch)
