@@ -410,6 +410,13 @@ def _parse(data: Any, where: str) -> Recipe:
     input_size = _pair(data["input_size"], "input_size", where, cast=int) if "input_size" in data else info.input_size
     if min(input_size) < 8:
         raise ConfigError(f"{where}: key 'input_size' must be at least [8, 8], got {list(input_size)}")
+    if "img_size" in info.defaults:  # fixed-resolution architectures (ViT position embeddings)
+        img = arch_args.get("img_size", info.defaults["img_size"])
+        if tuple(input_size) != (img, img):
+            raise ConfigError(
+                f"{where}: key 'input_size' {list(input_size)} does not match architecture {arch!r} (img_size {img})",
+                f'set "arch_args": {{"img_size": {input_size[0]}}} or "input_size": [{img}, {img}]',
+            )
     mean = _pair(data["mean"], "mean", where, n=3) if "mean" in data else IMAGENET_MEAN
     std = _pair(data["std"], "std", where, n=3) if "std" in data else IMAGENET_STD
     if min(std) <= 0:

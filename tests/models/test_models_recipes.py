@@ -128,6 +128,7 @@ def _write(tmp_path: Path, **changes) -> Path:
         ({"data": {"train": "demo:train", "limit": 5}}, r"data: unknown key 'limit'"),
         ({"input_size": [64]}, r"key 'input_size' must be a list of 2 numbers"),
         ({"std": [0.2, 0.2, 0.0]}, r"key 'std' must be > 0"),
+        ({"arch": "tiny_deit", "input_size": [32, 32]}, r"does not match architecture 'tiny_deit' \(img_size 64\)"),
     ],
 )
 def test_recipe_validation_errors(tmp_path: Path, changes: dict, match: str) -> None:
@@ -147,6 +148,11 @@ def test_recipe_file_errors(tmp_path: Path) -> None:
     bad.write_text("[1, 2]")
     with pytest.raises(ConfigError, match="JSON object"):
         load_recipe(bad)
+
+
+def test_vit_input_size_follows_img_size(tmp_path: Path) -> None:
+    r = load_recipe(_write(tmp_path, arch="tiny_deit", input_size=[32, 32], arch_args={"img_size": 32}))
+    assert r.input_size == (32, 32)
 
 
 def test_defaults_from_registry(tmp_path: Path) -> None:
