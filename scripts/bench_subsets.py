@@ -7,7 +7,8 @@ Prints ONE JSON line. Timed separately:
   score_s   score_subsets(pool, k): every metric of every subset from the accumulated statistics.
 A side-by-side check on a slice: the exact fast path (certified top-K bound + factorised log-sum-exp)
 vs the per-subset reference loop over full score vectors — max abs difference and speed ratio.
-Peak RSS is the process maximum (ru_maxrss).
+Peak RSS is the process maximum (ru_maxrss); the 1-minute load average at start and end is recorded
+because the machine is shared.
 
     OMP_NUM_THREADS=1 python scripts/bench_subsets.py            # full size
     python scripts/bench_subsets.py --samples 5000 --classes 100 # quick
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import resource
 import time
 
@@ -53,6 +55,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     m, n, c, k, bs = args.members, args.samples, args.classes, args.k, args.batch
+    load_start = os.getloadavg()[0]
 
     rng = np.random.default_rng(args.seed)
     skill = rng.uniform(0.6, 1.0, m).astype(np.float32)
@@ -69,7 +72,8 @@ def main() -> None:
             z, y = z[:, :nm], y[:nm]
             maps = rng.standard_normal((m, nm, 3, 32, 32), dtype=np.float32)
         elif lo < args.map_samples + args.feature_samples:
-            feats = [rng.standard_normal((b, 64), dtype=np.float32) + z[i, :, :64] for i in range(m)]
+            d = min(64, c)
+            feats = [rng.standard_normal((b, d), dtype=np.float32) + z[i, :, :d] for i in range(m)]
         gen_s += time.perf_counter() - t0
         if first is None:
             first = (z[:, : args.check_samples].copy(), y[: args.check_samples].copy())
@@ -124,6 +128,8 @@ def main() -> None:
         "slice_max_abs_diff": max_diff,
         "mean_member_top1": round(float(np.mean([r["mean_member_top1"] for r in rows])), 4),
         "improvement_range": [round(float(deltas.min()), 4), round(float(deltas.max()), 4)],
+        "load_avg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+        "cpus": os.cpu_count(),
     }
     print(json.dumps(out))
 
