@@ -429,6 +429,7 @@ class JointTrainer:
             "total_steps": self.total_steps,
             "best": dict(self.best),
             "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.env.device) if self.cuda else None,
         }
 
     def save_state(self) -> None:
@@ -469,6 +470,8 @@ class JointTrainer:
                     self.scheduler.step()
         self.best = dict(st.get("best", {}))
         torch.set_rng_state(st["rng_cpu"])
+        if self.cuda and st.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(st["rng_cuda"], self.env.device)
         if self.env.is_main:
             recs = [r for r in read_metrics(self.out_dir) if int(r.get("epoch", 0)) <= self.epoch]
             write_text(self.out_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in recs))
@@ -530,6 +533,7 @@ class JointTrainer:
             t0 = time.perf_counter()
             meter = self._train_epoch()
             meter.reduce(self.env)
+            train_seconds = time.perf_counter() - t0
             self.epoch += 1
             rec: dict[str, Any] = {"epoch": self.epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"]}
             rec.update(meter.record(self.names))
@@ -538,7 +542,8 @@ class JointTrainer:
             if final or (every > 0 and self.epoch % every == 0):
                 rec.update(self.validate())
             rec["epoch_seconds"] = time.perf_counter() - t0
-            rec["images_per_second"] = meter.n * self.env.world_size / max(rec["epoch_seconds"], 1e-9)
+            rec["train_seconds"] = train_seconds
+            rec["images_per_second"] = meter.n * self.env.world_size / max(train_seconds, 1e-9)
             if not math.isfinite(rec["train_loss"]):
                 raise TrainingError(
                     f"training diverged in epoch {self.epoch} (loss {rec['train_loss']})", "lower the lr or lambda"
