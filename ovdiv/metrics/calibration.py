@@ -70,6 +70,21 @@ def _ece_update(confidence: F64, correct: npt.NDArray[np.bool_], n_bins: int) ->
     return stats
 
 
+def _near_bin_edges(conf: F64, n_bins: int, tol: float = 1e-12) -> npt.NDArray[np.bool_]:
+    """True where ``conf`` lies within ``tol`` of a bin edge (or above 1).
+
+    Callers that compute a confidence by a different (equally accurate) formula than the reference
+    ``softmax(s)[argmax] = 1 / Σ_c exp(s_c − max s)`` recompute these few values with the reference
+    formula, so that every sample lands in exactly the same bin.
+    """
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    pos = np.clip(np.searchsorted(edges, conf), 1, n_bins)
+    out: npt.NDArray[np.bool_] = (
+        (np.abs(conf - edges[pos]) < tol) | (np.abs(conf - edges[pos - 1]) < tol) | (conf > 1.0)
+    )
+    return out
+
+
 def _ece_compute(stats: F64) -> float:
     n = stats[:, 0].sum()
     if n == 0:

@@ -40,7 +40,7 @@ from ovdiv.atomic import atomic_path
 from ovdiv.metrics._checks import _check_float, _check_int, _check_positive_int, _fail
 from ovdiv.metrics.accumulators import AttributionDiversity
 from ovdiv.metrics.attribution import HASH_METHODS
-from ovdiv.metrics.calibration import _ece_compute, _ece_update
+from ovdiv.metrics.calibration import _ece_compute, _ece_update, _near_bin_edges
 from ovdiv.metrics.cka import _hsic1
 from ovdiv.metrics.consensus import _label_rank, logsumexp
 from ovdiv.metrics.pairwise import (
@@ -321,6 +321,10 @@ class PoolStats:
             self.member_top5[i] += (rank < 5).sum()
             self.member_nll[i] += (lse[i] - zi[rows, y]).sum()
             conf = np.exp(zi[rows, preds[i]] - lse[i])
+            near = _near_bin_edges(conf, self.n_bins)
+            if near.any():  # the reference formula where a bin edge is within rounding distance
+                zn = zi[near]
+                conf[near] = 1.0 / np.exp(zn - zn.max(axis=1, keepdims=True)).sum(axis=1)
             self.member_ece[i] += _ece_update(conf, preds[i] == y, self.n_bins)
 
     # ------------------------------------------------------------------ merge / io

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from ovdiv.metrics.calibration import NLL_EPS
+from ovdiv.metrics.calibration import NLL_EPS, _near_bin_edges
 from ovdiv.metrics.consensus import _label_rank, _majority_rank, _scores, logsumexp, softmax, tie_priority
 from ovdiv.types import Consensus
 
@@ -223,7 +223,7 @@ def _dedupe(cand: I64) -> tuple[I64, npt.NDArray[np.bool_]]:
     return cand, valid
 
 
-def _average_fast(z: npt.NDArray[np.floating], y: I64, subsets: I64) -> tuple[I64, F64, F64, int]:
+def _average_fast(z: npt.NDArray[np.floating], y: I64, subsets: I64, n_bins: int = 15) -> tuple[I64, F64, F64, int]:
     """Exact ``average`` statistics via certified top-K bounds and a factorised log-sum-exp.
 
     Returned ranks are exact when < 5 and otherwise a lower bound >= 5 (only ``rank == 0`` and
@@ -311,6 +311,13 @@ def _average_fast(z: npt.NDArray[np.floating], y: I64, subsets: I64) -> tuple[I6
             lse[ss[tiny], bb[tiny]] = logsumexp(full[tiny], axis=1)
     nll = lse - sy
     conf = np.exp(smax - lse)
+    # Confidences within 1e-12 of an ECE bin edge: recompute with the reference formula so the bin is
+    # exactly the brute force's (e.g. all-equal logits give 1/C, an edge for C = 15; margins > 37 give 1).
+    ns, nb = np.nonzero(_near_bin_edges(conf, n_bins))
+    for lo in range(0, ns.size, 256):
+        ss, bb = ns[lo : lo + 256], nb[lo : lo + 256]
+        full = z64[subsets[ss].T, bb[None, :]].sum(axis=0) / k
+        conf[ss, bb] = 1.0 / np.exp(full - full.max(axis=1, keepdims=True)).sum(axis=1)
     return rank, nll, conf, int(sum(x.size for x in full_s))
 
 
@@ -351,7 +358,7 @@ def subset_batch_stats(
     if b == 0:
         return out
     if fast and rule is Consensus.AVERAGE and c >= 3:
-        rank, nll, conf, out.fallback = _average_fast(z, labels, subsets)
+        rank, nll, conf, out.fallback = _average_fast(z, labels, subsets, n_bins)
     else:
         rank, nll, conf = _generic(z, labels, subsets, rule, seed, index_offset)
     correct = rank == 0

@@ -281,3 +281,29 @@ def test_separate_attribution_and_feature_updates():
         split.update_features([f[:3] for f in feats])
     with pytest.raises(MetricInputError, match="maps"):
         split.update_attributions(maps[:2])
+
+
+def test_confidences_on_bin_boundaries_and_exactly_one():
+    # All-equal logits give conf = 1/C = a bin boundary for C = 15; huge margins give conf = 1.0 exactly.
+    rng = np.random.default_rng(3)
+    m, n, c = 4, 60, 15
+    z = rng.normal(size=(m, n, c))
+    z[:, :20] = 0.0
+    z[:, 20:40, 3] += 60.0
+    z[1, 30:40, 3] -= 60.0
+    z[1, 30:40, 5] += 60.0
+    y = rng.integers(0, c, n)
+    y[20:30] = 3
+    z = z.astype(np.float32)
+    maps = rng.normal(size=(m, n, 8, 8)).astype(np.float32)
+    feats = [rng.normal(size=(n, 5)) for _ in range(m)]
+    for k in (1, 2, 3):
+        pool = _build(z, y, maps, feats, 30, subset_sizes=(k,), consensus=["average", "geometric"])
+        common = _brute_common(z, y, maps, feats, k, 30)
+        for rule in ("average", "geometric"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", om.MetricWarning)
+                _compare(om.score_subsets(pool, k, consensus=rule), _brute(z, y, k, rule, 0, common))
+    mm = pool.member_metrics()
+    for i in range(m):
+        assert mm[f"m{i}"]["ece"] == pytest.approx(om.expected_calibration_error(om.softmax(z[i]), y), abs=1e-12)
