@@ -65,7 +65,7 @@ F64 = npt.NDArray[np.float64]
 
 
 def _same_type(self: object, other: object) -> None:
-    if type(self) is not type(other):
+    if not (isinstance(other, type(self)) or isinstance(self, type(other))):  # subclasses merge too
         raise _fail("other", f"a {type(self).__name__}", type(other).__name__)
 
 
@@ -343,8 +343,14 @@ class AttributionDiversity:
         self.n += a.shape[1]
 
     def merge(self, other: AttributionDiversity) -> None:
-        """Add another accumulator's state."""
+        """Add another accumulator's state (same members, normalisation and hash setting)."""
         _same_type(self, other)
+        if (other.num_members, other.norm, other.hashes) != (self.num_members, self.norm, self.hashes):
+            raise _fail(
+                "other",
+                f"an AttributionDiversity with M={self.num_members}, norm={self.norm.value}, hashes={self.hashes}",
+                f"M={other.num_members}, norm={other.norm.value}, hashes={other.hashes}",
+            )
         self.ssd += other.ssd
         self.rmse += other.rmse
         self.hamming += other.hamming
