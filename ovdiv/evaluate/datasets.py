@@ -38,8 +38,9 @@ class ArrayDataset:
                 f"dataset {name!r}: labels shape {self.labels.shape} does not match {len(self.images)} images"
             )
         h = hashlib.sha256()
-        h.update(np.ascontiguousarray(self.images).tobytes())
-        h.update(np.ascontiguousarray(self.labels).tobytes())
+        for s in range(0, len(self.images), 256):  # block by block: no full copy of a memory-mapped array
+            h.update(np.ascontiguousarray(self.images[s : s + 256]).data)
+        h.update(np.ascontiguousarray(self.labels).data)
         self.manifest: dict[str, Any] = {
             "spec": name,
             "source": "arrays",
