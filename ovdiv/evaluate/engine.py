@@ -252,6 +252,25 @@ class Evaluator:
             out.append(arr[: e - s])
         return np.stack(out)
 
+    def check_finite(self, specs: Sequence[str], prepared: Sequence[Any]) -> None:
+        """Raise one :class:`MemberError` naming every member with non-finite logits in the cached chunks."""
+        report: list[str] = []
+        for spec, ds in zip(specs, prepared, strict=True):
+            bad = np.zeros(len(self.ens), dtype=np.int64)
+            seen = 0
+            for s, e in self.chunks(len(ds)):  # chunk by chunk: memory stays flat in N
+                paths = [self.logits_dir(m, ds) / self.cache.chunk_name(s, e, "npy") for m in self.ens]
+                if not all(p.is_file() for p in paths):
+                    continue  # another shard's chunk, not computed yet
+                bad += (~np.isfinite(self.chunk_logits(ds, s, e))).any(axis=2).sum(axis=1)
+                seen += e - s
+            report += [f"{m.name} ({b} of {seen} images on {spec})" for m, b in zip(self.ens, bad, strict=True) if b]
+        if report:
+            raise MemberError(
+                "non-finite (NaN/inf) logits from member(s): " + "; ".join(report),
+                "check the artifact and try --precision f32",
+            )
+
     # ---- features ---------------------------------------------------------------------------
     def features_path(self, m: Member, ds: Any) -> Path:
         """Cache file of (member, dataset, n) CKA features."""
@@ -536,11 +555,14 @@ def evaluate(
         )
     ev._tick("prepare", t0)
 
+    t0 = time.perf_counter()
     for spec, ds in zip(specs, prepared, strict=True):
-        t0 = time.perf_counter()
         for m in ens:
             ev.run_logits(m, ds, spec)
-        ev._tick("logits", t0)
+    ev._tick("logits", t0)
+    ev.check_finite(specs, prepared)  # before attribution, which would take targets from NaN logits
+
+    for spec, ds in zip(specs, prepared, strict=True):
         t0 = time.perf_counter()
         if len(ens) >= 2:
             for m in ens:
@@ -583,17 +605,6 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     extras: dict[str, dict[str, str]] = {}
     arrays: dict[str, dict[str, np.ndarray]] = {}
-    nan_report: list[str] = []
-    for spec, ds in zip(specs, prepared, strict=True):
-        bad = np.zeros(len(ens), dtype=np.int64)
-        for s, e in ev.chunks(len(ds)):  # chunk by chunk: memory stays flat in N
-            bad += (~np.isfinite(ev.chunk_logits(ds, s, e))).any(axis=2).sum(axis=1)
-        nan_report += [f"{m.name} ({b} of {len(ds)} images on {spec})" for m, b in zip(ens, bad, strict=True) if b]
-    if nan_report:
-        raise MemberError(
-            "non-finite (NaN/inf) logits from member(s): " + "; ".join(nan_report),
-            "check the artifact and try --precision f32",
-        )
     for spec, ds in zip(specs, prepared, strict=True):
         feats = [ev.load_features(m, ds) for m in ens] if len(ens) >= 2 else None
         labels = np.asarray(ds.labels)
