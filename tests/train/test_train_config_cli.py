@@ -197,7 +197,7 @@ def test_resolve_data_precedence(tmp_path):
 
     cfg = load_ensemble_config(ENSEMBLES / "tiny" / "gncl_average.json")
     own = resolve_data(cfg)
-    assert (own.spec, own.val_spec, own.limit, own.val_limit) == ("demo:train", "demo", 2000, 500)
+    assert (own.spec, own.val_spec, own.limit, own.val_limit) == ("demo:train", "demo", 3000, 500)
     assert resolve_data(cfg, "demo:train") == own  # naming the config's dataset keeps its limits
     other = resolve_data(cfg, "lines1.6@demo")
     assert other.spec == "lines1.6@demo" and other.limit is None
