@@ -91,7 +91,7 @@ def _stack_maps(maps: Sequence[np.ndarray]) -> npt.NDArray[np.float32]:
 
 
 class _ChunkRouter:
-    """Array-like target of :meth:`Member.predict_batches` routing global rows to per-chunk buffers.
+    """Array-like target of :meth:`Member.submit_batches` routing global rows to per-chunk buffers.
 
     ``router[start:stop] = logits`` (from inference callbacks, possibly on several threads) copies into
     the buffer of the chunk holding ``[start, stop)`` and counts filled rows; :meth:`complete` lists the
@@ -176,13 +176,44 @@ class Evaluator:
         desc = {**self._member_key(m, ds), "kind": "logits", "name": m.name, "spec": ds.manifest.get("spec")}
         return self.cache.unit_dir("logits", self.cache.key(**self._member_key(m, ds)), desc)
 
-    def run_logits(self, m: Member, ds: Any, spec: str) -> None:
-        """Compute the missing logits chunks of this shard for one (member, dataset) unit.
+    def run_logits(self, ds: Any, spec: str) -> None:
+        """Compute the missing logits chunks of this shard for every (member, dataset) unit.
 
-        All missing chunks stream through one :meth:`Member.predict_batches` call (the request queue
-        never drains at chunk boundaries); each chunk is written to the cache as soon as its last batch
-        has landed, so an interruption loses at most the chunks in flight.
+        Each member's missing chunks stream through one :meth:`Member.submit_batches` call, and the next
+        member is submitted while the previous one's last requests still run, so the request queues never
+        drain at chunk or member boundaries. A chunk is written to the cache as soon as its last batch
+        has landed (and, on interruption, after the requests in flight have landed), so an interrupted
+        run loses nothing that was complete.
         """
+        pending: list[tuple[Any, Any]] = []  # (handle, flush) per submitted member
+        submit_error: BaseException | None = None
+        try:
+            for m in self.ens:
+                job = self._logits_job(m, ds, spec)
+                if job is None:
+                    continue
+                batches, router, flush = job
+                try:
+                    pending.append((m.submit_batches(batches, router), flush))
+                except BaseException:
+                    flush()  # submit_batches waited for its requests: keep this member's complete chunks
+                    raise
+        except BaseException as exc:
+            submit_error = exc
+        errors: list[BaseException] = []
+        for handle, flush in pending:  # wait for everything in flight, then keep every complete chunk
+            try:
+                handle.wait()
+            except BaseException as exc:
+                errors.append(exc)
+            flush()
+        if submit_error is not None:
+            raise submit_error
+        if errors:
+            raise errors[0]
+
+    def _logits_job(self, m: Member, ds: Any, spec: str) -> tuple[Iterator[tuple[int, np.ndarray]], Any, Any] | None:
+        """``(batches, router, flush)`` for one member's missing chunks, or None when all are cached."""
         d = self.logits_dir(m, ds)
         grid = self.chunks(len(ds))
         todo = [c for i, c in enumerate(grid) if self.mine(i)]
@@ -197,7 +228,7 @@ class Evaluator:
         done = total - sum(e - s for s, e in missing)
         self.progress(Progress(task, done, total, "cached" if not missing else ""))
         if not missing:
-            return
+            return None
         router = _ChunkRouter(missing, m.num_classes)
         saved: set[Chunk] = set()
 
@@ -217,10 +248,7 @@ class Evaluator:
                     flush()
                     yield b, np.asarray(imgs)
 
-        try:
-            m.predict_batches(batches(), router)  # type: ignore[arg-type]
-        finally:  # also on interruption: keep every chunk that is complete (requests in flight have landed)
-            flush()
+        return batches(), router, flush
 
     def logits_complete(self, m: Member, ds: Any) -> bool:
         """Every logits chunk of (member, dataset) is cached."""
@@ -557,8 +585,7 @@ def evaluate(
 
     t0 = time.perf_counter()
     for spec, ds in zip(specs, prepared, strict=True):
-        for m in ens:
-            ev.run_logits(m, ds, spec)
+        ev.run_logits(ds, spec)
     ev._tick("logits", t0)
     ev.check_finite(specs, prepared)  # before attribution, which would take targets from NaN logits
 

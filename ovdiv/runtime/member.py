@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Member",
+    "PendingBatches",
     "load_member",
     "load_card",
     "check_members",
@@ -47,6 +48,13 @@ log = logging.getLogger("ovdiv.runtime")
 DEVICES = ("CPU", "GPU", "AUTO")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 FloatArray32 = npt.NDArray[np.float32]
+
+
+class PendingBatches:
+    """Handle of submitted inference work; :meth:`wait` blocks until it has landed (and re-raises errors)."""
+
+    def wait(self) -> None:
+        """Block until every submitted batch is done (no-op for synchronous backends)."""
 
 
 class Member(abc.ABC):
@@ -172,10 +180,20 @@ class Member(abc.ABC):
 
         Args:
             batches: ``(start_index, uint8 (B, H, W, 3))`` pairs; ``start`` indexes ``out``.
-            out: float32 ``(N, C)`` array receiving the logits.
+            out: float32 ``(N, C)`` array (or anything supporting ``out[a:b] = logits``) receiving the logits.
+        """
+        self.submit_batches(batches, out).wait()
+
+    def submit_batches(self, batches: Iterable[tuple[int, UInt8Images]], out: Any) -> PendingBatches:
+        """Like :meth:`predict_batches` but returns once every batch is *submitted*.
+
+        Asynchronous backends return while the last requests still run, so the next member's batches
+        can be submitted without the device idling in between; call ``.wait()`` on the result before
+        reading ``out``. Synchronous backends finish before returning.
         """
         for start, images in batches:
             out[start : start + len(images)] = self._infer(self.model_input(images))
+        return PendingBatches()
 
     def predict(self, images: UInt8Images, *, batch_size: int = 64) -> FloatArray32:
         """Logits float32 ``(N, C)`` for uint8 images ``(N, H, W, 3)`` (card preprocessing applied)."""

@@ -20,7 +20,7 @@ from openvino import opset13 as ops
 from openvino.preprocess import PrePostProcessor
 
 from ovdiv.errors import MemberError
-from ovdiv.runtime.member import FloatArray32, Member, load_card
+from ovdiv.runtime.member import FloatArray32, Member, PendingBatches, load_card
 from ovdiv.runtime.preprocessing import check_images, resize_images
 from ovdiv.types import Backend, Precision, UInt8Images
 
@@ -123,6 +123,17 @@ def add_feature_outputs(model: ov.Model) -> tuple[ov.Model, list[str]]:
         names.append(f"stage{k}")
     m.add_results([ops.result(o) for o in new_outputs])
     return m, names
+
+
+class _QueueWait(PendingBatches):
+    def __init__(self, queue: ov.AsyncInferQueue, errors: list[BaseException]) -> None:
+        self._queue = queue
+        self._errors = errors
+
+    def wait(self) -> None:
+        self._queue.wait_all()
+        if self._errors:
+            raise self._errors[0]
 
 
 class OpenVINOMember(Member):
@@ -250,8 +261,13 @@ class OpenVINOMember(Member):
         res = req.infer({0: x})
         return np.asarray(res[0], dtype=np.float32).copy()
 
-    def predict_batches(self, batches: Iterable[tuple[int, UInt8Images]], out: np.ndarray) -> None:
-        """Stream batches through an AsyncInferQueue; logits land in ``out[start:start+B]``."""
+    def submit_batches(self, batches: Iterable[tuple[int, UInt8Images]], out: Any) -> PendingBatches:
+        """Stream batches into an AsyncInferQueue; logits land in ``out[start:start+B]`` from its callbacks.
+
+        Returns once every batch has been started (requests may still be running); ``.wait()`` on the
+        result waits for them and re-raises a callback error. On an error while submitting, the requests
+        already started are waited for before the error propagates.
+        """
         self._ensure_compiled()
         if self._queue is None:
             self._queue = ov.AsyncInferQueue(self.compiled, self.num_requests)
@@ -262,19 +278,20 @@ class OpenVINOMember(Member):
             try:
                 logits = request.get_output_tensor(0).data
                 out[start : start + logits.shape[0]] = logits
-            except BaseException as exc:  # surfaced after wait_all
+            except BaseException as exc:  # surfaced by wait()
                 errors.append(exc)
 
+        queue.wait_all()  # a previous submission must not land in this callback
         queue.set_callback(on_done)
         try:
             for start, images in batches:
                 queue.start_async({0: self.model_input(images)}, userdata=start)
                 if errors:
                     break
-        finally:
+        except BaseException:
             queue.wait_all()
-        if errors:
-            raise errors[0]
+            raise
+        return _QueueWait(queue, errors)
 
     def _features(self, x: np.ndarray) -> dict[str, FloatArray32]:
         with self._lock:

@@ -40,6 +40,7 @@ def _forbid_inference(monkeypatch) -> None:
     def boom(*args, **kwargs):
         raise AssertionError("a model was executed")
 
+    monkeypatch.setattr(OpenVINOMember, "submit_batches", boom)
     monkeypatch.setattr(OpenVINOMember, "predict_batches", boom)
     monkeypatch.setattr(OpenVINOMember, "_infer", boom)
     monkeypatch.setattr(Member, "features", boom)
@@ -148,7 +149,7 @@ def test_interrupted_run_resumes_identically(tiny_pool, data, tmp_path, monkeypa
     kw = dict(attribution="none", cka_samples=16, chunk_size=32, batch_size=16)  # 3 chunks of 2 batches
     reference = evaluate(paths, [data], cache_dir=tmp_path / "ref", **kw)
 
-    real = OpenVINOMember.predict_batches
+    real = OpenVINOMember.submit_batches
     calls = {"members": 0, "batches": 0}
 
     def flaky(self, batches, out):
@@ -163,7 +164,7 @@ def test_interrupted_run_resumes_identically(tiny_pool, data, tmp_path, monkeypa
 
         return real(self, gen(), out)
 
-    monkeypatch.setattr(OpenVINOMember, "predict_batches", flaky)
+    monkeypatch.setattr(OpenVINOMember, "submit_batches", flaky)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         evaluate(paths, [data], cache_dir=tmp_path / "c", out=out, **kw)
