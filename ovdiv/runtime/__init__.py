@@ -6,7 +6,16 @@
 
 from __future__ import annotations
 
-from ovdiv.runtime.member import Member, check_members, load_card, load_member
+from ovdiv.runtime.member import Member, PendingBatches, check_members, load_card, load_member
 from ovdiv.runtime.preprocessing import check_images, normalize_images, resize_images
 
-__all__ = ["Member", "load_member", "check_members", "load_card", "check_images", "normalize_images", "resize_images"]
+__all__ = [
+    "Member",
+    "PendingBatches",
+    "load_member",
+    "check_members",
+    "load_card",
+    "check_images",
+    "normalize_images",
+    "resize_images",
+]
