@@ -5,7 +5,11 @@ checkpoint) together with its model card. Whatever the backend, a member:
 
 * takes uint8 RGB images ``(N, H, W, 3)`` and applies the card's preprocessing
   (resize to the card's input size, ``(u/255 - mean)/std``, NHWC -> NCHW) before running the graph;
-* returns float32 logits ``(N, C)`` from :meth:`Member.predict`;
+* returns float32 logits ``(N, C)`` from :meth:`Member.predict`, or streams ``(start, images)``
+  batches into a caller's array with :meth:`Member.predict_batches` / :meth:`Member.submit_batches`
+  (asynchronous for OpenVINO: several requests in flight, the call returns a :class:`PendingBatches`);
+* gives the uncompiled graph for gradient-based attribution (:meth:`Member.read_model`; for a
+  baked-preprocessing IR that graph takes uint8 NHWC, as stored);
 * exposes intermediate features for CKA (:meth:`Member.features`): ``"penultimate"`` (input of the
   last MatMul / Gemm / Linear) and ``"stage<k>"`` (the last activation at each spatial resolution,
   spatially averaged), each flattened to ``(N, D)``;
