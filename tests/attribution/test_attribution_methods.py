@@ -245,3 +245,20 @@ def test_postprocess_hand_values_and_metrics_identity() -> None:
     assert np.array_equal(normalize_maps(zero, "max"), zero)
     with pytest.raises(AttributionInputError):
         postprocess(maps, reduce="mean")
+
+
+def test_torch_checkpoint_member_uses_captum(tiny, tmp_path) -> None:
+    from ovdiv import load_member
+    from ovdiv.models.checkpoint import save_checkpoint
+
+    model = tiny[0]
+    path = save_checkpoint(
+        tmp_path / "tr.pt", model, arch="tiny_resnet", arch_args={}, num_classes=10, input_size=(32, 32)
+    )
+    member = load_member(path)
+    sal = Saliency(member)
+    assert sal.backend == "torch"
+    imgs = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    ours = sal.attribute(imgs, target=[1, 2], abs=False)
+    ref = CSaliency(model).attribute(torch.from_numpy(member.preprocess(imgs)), target=[1, 2], abs=False)
+    np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-5, atol=1e-8)
