@@ -10,6 +10,9 @@ dynamic batch) and a prepared dataset of random uint8 224x224 images (a .npy mem
   per IR; combined rate = 3 / sum_i(1 / fps_i) (same work as the evaluator: each image through 3 members);
 * peak RSS (VmHWM) and peak anonymous RSS (RssAnon sampled every 20 ms) of a fresh child process
   evaluating N and 4N images (attribution and CKA off), plus the size of the logits it stores.
+  Working memory is bounded by the cache chunk (``--chunk``, default 128 here; 512 in ``ovdiv
+  evaluate``), so N >= chunk shows whether anything else grows with N. VmHWM also counts the
+  memory-mapped image pages read (file-backed, reclaimable); RssAnon does not.
 
 Prints ONE JSON line. Usage: ``python scripts/bench_evaluate.py [--n 128] [--batch 8] [--time 10]``.
 """
@@ -85,7 +88,7 @@ def _benchmark_app(xml: Path, batch: int, seconds: int, device: str) -> float:
     return float(m.group(1))
 
 
-def _evaluator(paths: list[Path], images: Path, n: int, batch: int, device: str, cache: Path) -> dict:
+def _evaluator(paths: list[Path], images: Path, n: int, batch: int, device: str, cache: Path, chunk: int) -> dict:
     import numpy as np
 
     from ovdiv.evaluate import ArrayDataset, Ensemble, evaluate
@@ -94,7 +97,7 @@ def _evaluator(paths: list[Path], images: Path, n: int, batch: int, device: str,
     for m in ens:  # compile + one first inference outside the timed phase, as benchmark_app does
         m.predict(np.zeros((batch, 224, 224, 3), np.uint8), batch_size=batch)
     data = ArrayDataset(np.load(images, mmap_mode="r")[:n], np.zeros(n, dtype=np.int64), name=f"random{n}")
-    res = evaluate(ens, [data], attribution="none", cka_samples=0, batch_size=batch, cache_dir=cache)
+    res = evaluate(ens, [data], attribution="none", cka_samples=0, batch_size=batch, cache_dir=cache, chunk_size=chunk)
     t = res.metadata["timings"]["logits"]
     return {
         "seconds": t,
@@ -119,7 +122,7 @@ def _rss_child(args: argparse.Namespace) -> None:
     th = threading.Thread(target=sample, daemon=True)
     th.start()
     paths = [Path(p) for p in args.paths.split(",")]
-    r = _evaluator(paths, Path(args.images), args.n, args.batch, args.device, Path(args.cache))
+    r = _evaluator(paths, Path(args.images), args.n, args.batch, args.device, Path(args.cache), args.chunk)
     stop.set()
     th.join()
     hwm = next(int(x.split()[1]) for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
@@ -133,6 +136,7 @@ def main() -> None:
     ap.add_argument("--time", type=int, default=10, help="benchmark_app seconds per IR")
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--device", default="CPU")
+    ap.add_argument("--chunk", type=int, default=128, help="evaluator cache chunk (memory is flat for N >= chunk)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--paths", help=argparse.SUPPRESS)
@@ -157,15 +161,15 @@ def main() -> None:
     del arr
     build_s = time.perf_counter() - t0
 
-    ev = _evaluator(paths, images, args.n, args.batch, args.device, root / "cache_tp")
+    ev = _evaluator(paths, images, args.n, args.batch, args.device, root / "cache_tp", args.chunk)
     ba = [_benchmark_app(p, args.batch, args.time, args.device) for p in paths]
     ba_combined = len(ba) / sum(1.0 / f for f in ba)
-    ev2 = _evaluator(paths, images, args.n, args.batch, args.device, root / "cache_tp2")  # evaluator again after BA
+    ev2 = _evaluator(paths, images, args.n, args.batch, args.device, root / "cache_tp2", args.chunk)  # again after BA
 
     rss = {}
     for n in (args.n, 4 * args.n):
         cmd = [sys.executable, __file__, "--child", "--paths", ",".join(map(str, paths)), "--images", str(images)]
-        cmd += ["--n", str(n), "--batch", str(args.batch), "--device", args.device]
+        cmd += ["--n", str(n), "--batch", str(args.batch), "--device", args.device, "--chunk", str(args.chunk)]
         cmd += ["--cache", str(root / f"cache_rss{n}")]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ}).stdout
         rss[n] = json.loads(out.strip().splitlines()[-1])
@@ -180,6 +184,7 @@ def main() -> None:
         "members": args.members,
         "model": "resnet50 (random weights, FP32 IR, dynamic batch)",
         "n": args.n,
+        "chunk_size": args.chunk,
         "nireq": ev["nireq"],
         "inference_precision": ev["inference_precision"],
         "evaluator_images_members_per_s": round(evaluator_fps, 2),

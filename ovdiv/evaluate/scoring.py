@@ -126,6 +126,7 @@ def cka_matrices(features: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndar
     return out
 
 
+_SCORE_SLICE = 64  # samples per PoolStats.update (its pairwise temporaries scale with M^2 x slice x C)
 _ATTRIBUTION_METRICS = ("attribution_diversity", "attribution_rmse", *(f"hash_{h}" for h in mt.HASH_METHODS))
 
 
@@ -174,7 +175,8 @@ def score_dataset(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mt.MetricWarning)
         for logits, labels in chunks:
-            pool.update(logits, labels)
+            for lo in range(0, len(labels), _SCORE_SLICE):  # small slices: scoring memory is flat in N
+                pool.update(logits[:, lo : lo + _SCORE_SLICE], labels[lo : lo + _SCORE_SLICE])
     rows: list[dict[str, Any]] = []
 
     def row(metric: str, value: Any, *, member: str | None = None, ens: str | None = None) -> None:
