@@ -600,14 +600,16 @@ def export(
             min_int8_agreement=min_int8_agreement,
             progress=callback,
         )
-    table = Table(title=f"exported {checkpoint.name} -> {out}")
-    for col in ("artifact", "format", "precision", "self-check", "sha256"):
-        table.add_column(col, no_wrap=col != "artifact", overflow="fold")
+    table = Table(title=f"{checkpoint.name} -> {out}/")
+    for col in ("artifact", "precision", "self-check vs torch", "sha256"):
+        table.add_column(col, no_wrap=True)
     for a in artifacts:
         metric = a.check["metric"]
-        bound = f"<= {a.check['tolerance']:.0e}" if metric == "rel_err" else f">= {a.check['min_agreement']:.2f}"
-        value = f"{a.check[metric]:.2e}" if metric == "rel_err" else f"{a.check[metric]:.3f}"
-        table.add_row(str(a.path), a.format, a.precision, f"{metric} {value} {bound} ok", (a.card.sha256 or "")[:12])
+        if metric == "rel_err":
+            check = f"rel err {a.check[metric]:.1e} <= {a.check['tolerance']:.0e}"
+        else:
+            check = f"top-1 agree {a.check[metric]:.3f} >= {a.check['min_agreement']:.2f}"
+        table.add_row(a.path.name, a.precision, check, (a.card.sha256 or "")[:8])
     console.print(table)
 
 

@@ -66,7 +66,7 @@ def test_export_onnx_via_cli(tmp_path) -> None:
         cli, ["export", str(ckpt), "--out", str(out), "--format", "onnx", "--name", "sq"], terminal_width=200
     )
     assert res.exit_code == 0, res.output
-    assert "rel_err" in res.output and "ok" in res.output
+    assert "sq.onnx" in res.output and "rel err" in res.output and "<= 1e-04" in res.output
     card = ModelCard.load(out / "sq.json")
     assert card.input_size == (32, 32) and card.num_classes == 4 and card.export_check["passed"]
     assert sorted(p.name for p in out.iterdir()) == ["sq.json", "sq.onnx"]
