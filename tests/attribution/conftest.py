@@ -49,8 +49,12 @@ def to_ir(module: torch.nn.Module, x: torch.Tensor) -> ov.Model:
     return ov.convert_model(module.eval(), example_input=x, input=[-1, *x.shape[1:]])
 
 
-def to_onnx(module: torch.nn.Module, x: torch.Tensor, path: Path) -> ov.Model:
-    """Legacy ``torch.onnx.export`` (opset 17, dynamic batch), read directly by OpenVINO."""
+def to_onnx(module: torch.nn.Module, x: torch.Tensor, path: Path, *, dynamo: bool = False) -> ov.Model:
+    """``torch.onnx.export`` read directly by OpenVINO: legacy (opset 17, dynamic batch) or dynamo
+    (opset 18, static batch; :class:`VJPModel` makes the batch dynamic)."""
+    if dynamo:
+        torch.onnx.export(module.eval(), (x,), str(path), opset_version=18, dynamo=True, verbose=False)
+        return ov.Core().read_model(str(path))
     torch.onnx.export(
         module.eval(),
         (x,),

@@ -33,11 +33,21 @@ def test_family_fp32_ir_saliency_matches_torch(name: str, helpers) -> None:
     assert res["logits_err"] < 1e-4
 
 
-@pytest.mark.parametrize("name", ["tiny_resnet", "tiny_deit", pytest.param("tiny_mnasnet", marks=pytest.mark.slow)])
-def test_family_onnx_read_directly(name: str, helpers, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("name", "dynamo"),
+    [
+        ("tiny_resnet", False),
+        ("tiny_deit", False),
+        ("tiny_deit", True),
+        pytest.param("tiny_mnasnet", False, marks=pytest.mark.slow),
+        pytest.param("tiny_resnext", True, marks=pytest.mark.slow),
+        pytest.param("tiny_squeezenet", True, marks=pytest.mark.slow),
+    ],
+)
+def test_family_onnx_read_directly(name: str, dynamo: bool, helpers, tmp_path) -> None:
     model = _tiny(name, helpers)
     x = torch.randn(2, 3, 64, 64)
-    onnx_model = helpers.to_onnx(model, x, tmp_path / f"{name}.onnx")
+    onnx_model = helpers.to_onnx(model, x, tmp_path / f"{name}.onnx", dynamo=dynamo)
     res = helpers.parity(model, x, model=onnx_model)
     assert res["ok"], f"{name}: rel L2 {res['err']:.3e} vs floor {res['floor']:.3e}"
 
