@@ -143,6 +143,7 @@ class Evaluator:
         self.data_cache_dir = data_cache_dir
         self.progress = progress
         self.timings: dict[str, float] = {}
+        self._explainer_cache: list[Any] | None = None
 
     # ---- helpers ----------------------------------------------------------------------------
     def _tick(self, stage: str, t0: float) -> None:
@@ -351,6 +352,9 @@ class Evaluator:
         return self.cache.unit_dir("attribution", self.cache.key(**key), {**key, "names": self.ens.names})
 
     def _explainers(self) -> list[Any]:
+        """One attribution object per member, built once per run (VJP models compile once, not per dataset)."""
+        if self._explainer_cache is not None:
+            return self._explainer_cache
         attr: Any = importlib.import_module("ovdiv.attribution")
 
         cls = {
@@ -359,7 +363,8 @@ class Evaluator:
             AttributionMethod.SMOOTHGRAD: attr.SmoothGrad,
             AttributionMethod.INPUT_X_GRADIENT: attr.InputXGradient,
         }[self.opt.attribution]
-        return [cls(m, batch_size=self.opt.batch_size) for m in self.ens]
+        self._explainer_cache = [cls(m, batch_size=self.opt.batch_size) for m in self.ens]
+        return self._explainer_cache
 
     def _targets(self, logits: np.ndarray, labels: np.ndarray, start: int) -> np.ndarray:
         """Target classes ``(M, B)`` for one batch of pool logits ``(M, B, C)``."""
