@@ -751,7 +751,7 @@ def evaluate(
         for i, col in enumerate(header):
             table.add_column(col, justify="left" if i == 0 else "right")
         for row in body:
-            table.add_row(*[c if isinstance(c, str) else "—" if c is None else f"{c:.4f}" for c in row])
+            table.add_row(*[c if isinstance(c, str) else "—" if c is None else f"{c:.4g}" for c in row])
         console.print(table)
     console.print(f"results: {out / 'results.json'}  {out / 'results.csv'}")
     if with_report:
