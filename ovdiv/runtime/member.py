@@ -206,18 +206,33 @@ class Member(abc.ABC):
         self.predict_batches(((s, imgs[s : s + batch_size]) for s in range(0, len(imgs), batch_size)), out)
         return out
 
-    def features(self, images: UInt8Images, *, batch_size: int = 64) -> dict[str, FloatArray32]:
+    def features(
+        self, images: UInt8Images, layers: Sequence[str] | None = None, *, batch_size: int = 64
+    ) -> dict[str, FloatArray32]:
         """Intermediate features for CKA, each float32 ``(N, D)``.
 
         Keys: ``"penultimate"`` (input of the classifier's last MatMul/Gemm/Linear) and ``"stage1"``,
         ``"stage2"``, ... (the last activation at each spatial resolution after the first convolution,
         averaged over H and W), in order of decreasing resolution.
+
+        Args:
+            images: uint8 ``(N, H, W, 3)``.
+            layers: Keys to return (default: all).
+            batch_size: Images per inference.
+
+        Raises:
+            MemberError: a requested layer does not exist in this member.
         """
         imgs = check_images(images)
         chunks: dict[str, list[FloatArray32]] = {}
         for s in range(0, len(imgs), batch_size):
             for key, value in self._features(self.model_input(imgs[s : s + batch_size])).items():
                 chunks.setdefault(key, []).append(value)
+        if layers is not None:
+            unknown = [k for k in layers if k not in chunks]
+            if unknown:
+                raise MemberError(f"member {self.name} has no feature layer(s) {unknown}", f"available: {list(chunks)}")
+            chunks = {k: chunks[k] for k in layers}
         return {k: np.concatenate(v).astype(np.float32, copy=False) for k, v in chunks.items()}
 
     @abc.abstractmethod

@@ -93,6 +93,9 @@ def test_features_match_torch(tiny_pool):
         assert list(feats) == ["penultimate", "stage1", "stage2", "stage3"], m.backend
         for key, ref in expect.items():
             np.testing.assert_allclose(feats[key], ref, atol=1e-4, err_msg=f"{m.backend} {key}")
+        assert list(m.features(tiny_pool.images[:4], layers=["penultimate"])) == ["penultimate"]
+        with pytest.raises(MemberError, match=r"no feature layer\(s\) \['stage9'\]"):
+            m.features(tiny_pool.images[:4], layers=["stage9"])
 
 
 def test_torch_checkpoint_member(tmp_path, tiny_pool):
