@@ -170,6 +170,32 @@ def _gelu(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) 
     return [_mul(g, d)]
 
 
+@register_vjp("SoftPlus")
+def _softplus(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) -> list[ov.Output | None]:
+    # y = log(1 + e^x); dy/dx = sigmoid(x)
+    return [_mul(_g(grads), ops.sigmoid(node.input_value(0)).output(0))]
+
+
+@register_vjp("Mish")
+def _mish(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) -> list[ov.Output | None]:
+    # y = x tanh(softplus(x)); dy/dx = t + x sigmoid(x) (1 - t^2), t = tanh(softplus(x))
+    x = node.input_value(0)
+    t = ops.tanh(ops.softplus(x)).output(0)
+    one = ctx.const(1.0, like=x)
+    d = ops.add(t, _mul(_mul(x, ops.sigmoid(x).output(0)), ops.subtract(one, _mul(t, t)).output(0))).output(0)
+    return [_mul(_g(grads), d)]
+
+
+@register_vjp("Elu")
+def _elu(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) -> list[ov.Output | None]:
+    # x > 0: 1; else alpha e^x = y + alpha (torch's elu_backward on the output)
+    x, y = node.input_value(0), node.output(0)
+    alpha = float(node.get_attributes()["alpha"])
+    neg = ops.add(y, ctx.const(alpha, like=y)).output(0)
+    slope = ops.select(ops.greater(x, ctx.const(0.0, like=x)), ctx.const(1.0, like=x), neg).output(0)
+    return [_mul(_g(grads), slope)]
+
+
 @register_vjp("Softmax")
 def _softmax(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) -> list[ov.Output | None]:
     # dx = y (g - sum(g y, axis))

@@ -140,6 +140,7 @@ CASES: dict[str, tuple[Callable[[], nn.Module | Callable[[torch.Tensor], torch.T
     "erf": (lambda: lambda x: torch.erf(x), _g()),
     "maximum_minimum": (lambda: lambda x: torch.maximum(x, x.flip(2)) - torch.minimum(x, 0.5 * x), _g()),
     "prelu": (lambda: nn.PReLU(3, 0.2), _g()),
+    "softplus_mish_elu": (lambda: lambda x: F.softplus(x) + F.mish(x) * 0.5 + F.elu(x, alpha=0.7), _g()),
     # Broadcasting arithmetic and activation x activation
     "mul_div_sub_broadcast": (lambda: lambda x: (x * x.mean(1, keepdim=True) - x / (x.abs() + 1.0)) / 2.0, _g()),
     "squeeze_excitation": (lambda: SE(4), _g(4, 8, 8)),
