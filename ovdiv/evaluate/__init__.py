@@ -1,13 +1,12 @@
 """The evaluation engine: ensembles of deployed members on datasets, cached, with tidy results.
 
 Public API: :class:`Ensemble`, :func:`evaluate`, :class:`EvalResult`, :class:`EvalOptions`,
-:class:`ArrayDataset`, and :class:`Policy` (from :mod:`ovdiv.evaluate.policy`, imported lazily).
+:class:`ArrayDataset`, and :class:`Policy` (certification rules, :mod:`ovdiv.evaluate.policy`).
 The package object is callable and forwards to :func:`evaluate` (``ovdiv.evaluate(...)``).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import Any
@@ -17,6 +16,7 @@ from ovdiv.evaluate.datasets import ArrayDataset
 from ovdiv.evaluate.engine import evaluate
 from ovdiv.evaluate.ensemble import Ensemble, ensemble_name
 from ovdiv.evaluate.options import EvalOptions, parse_shard
+from ovdiv.evaluate.policy import Policy
 from ovdiv.evaluate.results import RESULTS_SCHEMA, EvalResult
 
 __all__ = [
@@ -32,16 +32,6 @@ __all__ = [
     "evaluate",
     "parse_shard",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "Policy":
-        try:
-            module = importlib.import_module("ovdiv.evaluate.policy")
-        except ImportError as exc:  # pragma: no cover - policy module missing from this build
-            raise ImportError(f"ovdiv.evaluate.Policy is unavailable ({exc})") from exc
-        return module.Policy
-    raise AttributeError(f"module 'ovdiv.evaluate' has no attribute {name!r}")
 
 
 class _CallableModule(types.ModuleType):
