@@ -51,20 +51,6 @@ def _static_dims(pshape: ov.PartialShape) -> list[int]:
     return [d.get_length() if d.is_static else -1 for d in pshape]
 
 
-def _is_constant_path(node: ov.Node) -> bool:
-    """True for a Constant, possibly behind Convert / decompression ops."""
-    seen = 0
-    while seen < 4:
-        t = node.get_type_name()
-        if t == "Constant":
-            return True
-        if t not in ("Convert", "Multiply", "Subtract", "Reshape", "Transpose") or node.get_input_size() == 0:
-            return False
-        node = node.input_value(0).get_node()
-        seen += 1
-    return False
-
-
 def add_feature_outputs(model: ov.Model) -> tuple[ov.Model, list[str]]:
     """A copy of ``model`` with extra outputs for CKA: penultimate features and pooled stage outputs.
 
@@ -83,17 +69,23 @@ def add_feature_outputs(model: ov.Model) -> tuple[ov.Model, list[str]]:
     seen_conv = False
     stages: dict[tuple[int, int], ov.Output] = {}
     skip = {"Constant", "Parameter", "Result", "ShapeOf", "Convert"}
+    # Nodes computed from the image input. Weight subgraphs (e.g. INT8 FakeQuantize on a [O, I, kh, kw]
+    # kernel, FP16 decompression) are not, and must never become a "feature" tap.
+    on_data: set[str] = set()
     for node in ordered:
         t = node.get_type_name()
+        inputs = (node.input_value(i).get_node().get_friendly_name() for i in range(node.get_input_size()))
+        if t != "ShapeOf" and (t == "Parameter" or any(name in on_data for name in inputs)):
+            on_data.add(node.get_friendly_name())
         if t == "MatMul":
             ins = [node.input_value(i) for i in range(node.get_input_size())]
-            act = [o for o in ins if not _is_constant_path(o.get_node())]
+            act = [o for o in ins if o.get_node().get_friendly_name() in on_data]
             if act:
                 last_matmul = act[0]
         if t in ("Convolution", "GroupConvolution"):
             seen_conv = True
             last_conv = node.input_value(0)
-        if not seen_conv or t in skip or node.get_output_size() != 1:
+        if not seen_conv or t in skip or node.get_output_size() != 1 or node.get_friendly_name() not in on_data:
             continue
         ps = node.get_output_partial_shape(0)
         if ps.rank.is_dynamic or ps.rank.get_length() != 4:
