@@ -55,6 +55,10 @@ def _setup_logging(verbose: int, log_file: Path | None) -> None:
     root.setLevel(logging.DEBUG if log_file else level)
     from rich.logging import RichHandler
 
+    if verbose < 2:
+        # third-party import-time chatter (nncf's torch-version notice, torch's CUDA_HOME notice) is noise here
+        for name in ("nncf", "torch.utils.cpp_extension"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     handler = RichHandler(console=err_console, show_path=False, show_time=False)
     handler.setLevel(level)
     root.addHandler(handler)

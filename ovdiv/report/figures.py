@@ -107,11 +107,15 @@ def diversity_scatter(
         ylabel: Y-axis label.
     """
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     n = len(panels)
     cols = min(4, n)
     rows = math.ceil(n / cols)
     with plt.rc_context(_RC):
-        fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.8 * rows), squeeze=False, sharey=True)
+        fig, axes = plt.subplots(
+            rows, cols, figsize=(3.3 * cols, 2.9 * rows + 0.5), squeeze=False, sharey=True, layout="constrained"
+        )
         all_acc = np.concatenate([np.asarray(p[3], dtype=float) for p in panels]) if panels else np.zeros(1)
         vmin, vmax = float(np.nanmin(all_acc)), float(np.nanmax(all_acc))
         if not math.isfinite(vmin) or vmin == vmax:
@@ -125,6 +129,8 @@ def diversity_scatter(
             size = np.where(np.isfinite(size), size, 20.0)
             sc = ax.scatter(xs, ys, c=acc, s=size, cmap="viridis", vmin=vmin, vmax=vmax, alpha=0.85, linewidths=0)
             ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 4), useMathText=True)
             ax.set_xlabel(name)
             if k % cols == 0:
                 ax.set_ylabel("Δ")
@@ -133,7 +139,7 @@ def diversity_scatter(
         if sc is not None:
             cbar = fig.colorbar(sc, ax=axes.ravel().tolist(), shrink=0.8)
             cbar.set_label("ensemble top-1")
-        fig.suptitle(f"{title} — {ylabel}; marker size ∝ parameters", fontsize=10)
+        fig.suptitle(f"{title}: {ylabel}; marker size ∝ parameters", fontsize=10)
         return _png(fig)
 
 
@@ -161,7 +167,9 @@ def saliency_grid(
         maps = maps.max(axis=2)
     m, s = maps.shape[:2]
     with plt.rc_context(_RC):
-        fig, axes = plt.subplots(s, m + 1, figsize=(1.35 * (m + 1), 1.4 * s + 0.4), squeeze=False)
+        fig, axes = plt.subplots(
+            s, m + 1, figsize=(1.45 * (m + 1) + 0.8, 1.45 * s + 0.7), squeeze=False, layout="constrained"
+        )
         for i in range(s):
             axes[i][0].imshow(images[i])
             axes[i][0].set_ylabel(captions[i], rotation=0, ha="right", va="center", fontsize=7)
@@ -173,11 +181,25 @@ def saliency_grid(
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.grid(False)
-        axes[0][0].set_title("input", fontsize=8)
+        axes[0][0].set_title("input", fontsize=7)
         for j, name in enumerate(members):
-            axes[0][j + 1].set_title(name, fontsize=8)
+            axes[0][j + 1].set_title(_wrap(name), fontsize=7)
         fig.suptitle(title, fontsize=10)
         return _png(fig)
+
+
+def _wrap(name: str, width: int = 14) -> str:
+    """Break a long member name at underscores/pluses so column titles do not overlap."""
+    lines: list[str] = []
+    cur = ""
+    for part in name.replace("+", "+\x00").replace("_", "_\x00").split("\x00"):
+        if cur and len(cur) + len(part) > width:
+            lines.append(cur)
+            cur = part
+        else:
+            cur += part
+    lines.append(cur)
+    return "\n".join(lines)
 
 
 def cka_heatmaps(matrices: Sequence[tuple[str, np.ndarray, Sequence[str]]]) -> bytes:
@@ -191,16 +213,21 @@ def cka_heatmaps(matrices: Sequence[tuple[str, np.ndarray, Sequence[str]]]) -> b
     cols = min(3, n)
     rows = math.ceil(n / cols)
     with plt.rc_context({**_RC, "axes.grid": False}):
-        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
+        fig, axes = plt.subplots(
+            rows, cols, figsize=(3.9 * cols + 1.2, 3.7 * rows), squeeze=False, layout="constrained"
+        )
+        im = None
         for k, (title, mat, names) in enumerate(matrices):
             ax = axes[k // cols][k % cols]
             im = ax.imshow(mat, cmap="magma", vmin=0, vmax=1)
-            ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-            ax.set_yticks(range(len(names)), names)
+            short = [_wrap(x) for x in names]
+            ax.set_xticks(range(len(names)), short, rotation=90, fontsize=6)
+            ax.set_yticks(range(len(names)), short if k % cols == 0 else [""] * len(names), fontsize=6)
             for (i, j), v in np.ndenumerate(mat):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
-            ax.set_title(title)
-            fig.colorbar(im, ax=ax, shrink=0.8)
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < 0.6 else "black")
+            ax.set_title(title, fontsize=8)
         for k in range(n, rows * cols):
             axes[k // cols][k % cols].set_visible(False)
+        if im is not None:
+            fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="linear CKA")
         return _png(fig)

@@ -75,6 +75,7 @@ img{max-width:100%;height:auto;display:block;margin:6px 0}
 .badge{display:inline-block;padding:2px 10px;border-radius:10px;font-weight:bold;font-size:13px}
 .badge.pass{background:#d9f2df} .badge.fail{background:#f9d9da} .badge.none{background:#eee;color:#555}
 .scroll{max-height:420px;overflow:auto}
+details{margin:4px 0} summary{cursor:pointer;font-weight:600;font-size:13px;padding:3px 0;color:#12355b}
 """
 
 
@@ -316,7 +317,7 @@ def _diversity(idx: _Rows, params: Mapping[str, float]) -> str:
             ["metric", *idx.datasets],
             [["improvement Δ", *[idx.e(ens, ds, "improvement") for ds in idx.datasets]], *rows],
         )
-    parts = []
+    parts: list[str] = []
     for suffix in _consensus_suffixes(idx):
         imp_key = "improvement" + (f":{suffix}" if suffix else "")
         acc_key = "ensemble_top1" + (f":{suffix}" if suffix else "")
@@ -333,9 +334,12 @@ def _diversity(idx: _Rows, params: Mapping[str, float]) -> str:
                     panels.append((label, xs, ys, acc, size))
             if panels:
                 title = f"{ds}, consensus {suffix or 'average'}"
-                parts.append(f"<h3>{_esc(title)}</h3>")
-                parts.append(_img(figures.diversity_scatter(panels, title=title), f"improvement vs diversity {title}"))
-    return "".join(parts) or _note("No diversity metrics in these results.")
+                img = _img(figures.diversity_scatter(panels, title=title), f"improvement vs diversity {title}")
+                state = " open" if not parts else ""  # the first figure open, the others one click away
+                parts.append(f"<details{state}><summary>{_esc(title)}</summary>{img}</details>")
+    if not parts:
+        return _note("No diversity metrics in these results.")
+    return _note("One figure per dataset and consensus rule; click a title to open it.") + "".join(parts)
 
 
 def _correlation(idx: _Rows) -> str:
@@ -436,21 +440,30 @@ def _cka(data: dict[str, Any], base: Path) -> str:
     if not paths:
         return _note("CKA was not computed in this run (use --cka-samples N).")
     panels = []
+    others: set[str] = set()
     for label, path in paths:
         with np.load(path, allow_pickle=False) as z:
             members = [str(s) for s in z["members"]]
             dataset = str(z["dataset"]) if "dataset" in z else label
             for key in z.files:
-                if key in ("members", "dataset"):
+                if z[key].dtype.kind not in "fiu":
                     continue
                 mat = np.asarray(z[key], dtype=float)
-                if mat.ndim == 2 and mat.shape == (len(members), len(members)):
-                    panels.append((f"{dataset} · {key}", mat, members))
+                if mat.ndim != 2 or mat.shape != (len(members), len(members)):
+                    continue
+                if key == "penultimate":
+                    panels.append((f"{dataset}: penultimate", mat, members))
+                else:
+                    others.add(key)
     if not panels:
-        return _note("The CKA side data holds no member x member matrix.")
-    return _img(figures.cka_heatmaps(panels[:9]), "CKA heatmaps") + _note(
-        "Linear CKA between members' penultimate features (1 = identical representations up to rotation/scale)."
+        return _note("The CKA side data holds no penultimate member x member matrix.")
+    note = (
+        "Linear CKA between members' penultimate features (1 = identical representations up to rotation and "
+        "isotropic scaling)."
     )
+    if others:
+        note += f" Per-stage matrices ({', '.join(sorted(others))}) are in the extras/cka_*.npz files."
+    return _img(figures.cka_heatmaps(panels[:9]), "CKA heatmaps") + _note(note)
 
 
 def _policy(verdict: Mapping[str, Any] | None) -> str:
@@ -472,9 +485,10 @@ def _policy(verdict: Mapping[str, Any] | None) -> str:
         for r in verdict.get("rules", [])
     ]
     parts.append(_table(["rule", "check", "verdict"], rows))
-    failing = [c for c in verdict.get("checks", []) if not c.get("passed")]
+    failed_rules = {r.get("id") for r in verdict.get("rules", []) if not r.get("passed")}
+    failing = [c for c in verdict.get("checks", []) if not c.get("passed") and c.get("rule") in failed_rules]
     if failing:
-        parts.append("<h3>Failing checks</h3>")
+        parts.append("<h3>Failing checks of failing rules</h3>")
         rows = [
             [
                 c.get("rule", ""),
