@@ -26,7 +26,7 @@ def _check_outputs(summary) -> dict:
     assert any(r["metric"] == "attribution_diversity" and r["value"] is not None for r in results["rows"])
     verdict = json.loads(summary.verdict.read_text())
     assert verdict["passed"] == summary.passed
-    assert (summary.out_dir / "members" / "tiny_resnet_fp32.onnx").is_file()
+    assert (summary.out_dir / "members" / "tiny_resnet.onnx").is_file()
     return results
 
 
