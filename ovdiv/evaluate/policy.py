@@ -44,6 +44,7 @@ from typing import Any
 
 from ovdiv.atomic import write_json
 from ovdiv.errors import PolicyError
+from ovdiv.evaluate.results import read_results_json
 
 __all__ = ["POLICY_SCHEMA", "Policy", "Rule", "RuleVerdict", "Verdict", "load_result_rows"]
 
@@ -296,21 +297,8 @@ def _schema_message(err: Any) -> str:
 
 def load_result_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Rows of a ``results.json`` (or of the ``results.json`` inside a folder), validated loosely."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "results.json"
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise PolicyError(
-            f"results file {p} does not exist", "pass the results.json written by `ovdiv evaluate`"
-        ) from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"results file {p} is not valid JSON ({exc})") from exc
-    rows = data.get("rows") if isinstance(data, dict) else None
-    if not isinstance(rows, list):
-        raise PolicyError(f"results file {p} has no 'rows' list", "is it a results.json from `ovdiv evaluate`?")
-    return _validate_rows(rows, str(p))
+    data, p = read_results_json(path)
+    return _validate_rows(data["rows"], str(p))
 
 
 def _validate_rows(rows: Iterable[Any], source: str) -> list[dict[str, Any]]:

@@ -57,7 +57,7 @@ import numpy as np
 from ovdiv.atomic import atomic_path, write_json, write_text
 from ovdiv.errors import DataError
 
-__all__ = ["RESULTS_SCHEMA", "CSV_FIELDS", "EvalResult", "slug"]
+__all__ = ["RESULTS_SCHEMA", "CSV_FIELDS", "EvalResult", "read_results_json", "slug"]
 
 RESULTS_SCHEMA = "ovdiv-results/1"
 CSV_FIELDS = ("ensemble", "member", "dataset", "metric", "value")
@@ -73,6 +73,29 @@ def _clean(value: Any) -> float | None:
         return None
     v = float(value)
     return v if math.isfinite(v) else None
+
+
+def read_results_json(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
+    """The parsed ``results.json`` of a results folder (or the file itself) and the file's path.
+
+    Only the envelope is checked here (a JSON object with a ``rows`` list); :meth:`EvalResult.from_dict`
+    checks the rest.
+
+    Raises:
+        DataError: the file is missing, not JSON, or has no ``rows`` list.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.json"
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise DataError(f"results file {p} does not exist", "run `ovdiv evaluate --out DIR` first") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"results file {p} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise DataError(f"results file {p} has no 'rows' list", "is it a results.json from `ovdiv evaluate`?")
+    return data, p
 
 
 @dataclass
@@ -231,15 +254,7 @@ class EvalResult:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EvalResult:
         """Read a results folder (or its ``results.json``)."""
-        p = Path(path)
-        if p.is_dir():
-            p = p / "results.json"
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise DataError(f"results file {p} does not exist", "run `ovdiv evaluate --out DIR` first") from exc
-        except json.JSONDecodeError as exc:
-            raise DataError(f"results file {p} is not valid JSON ({exc})") from exc
+        data, p = read_results_json(path)
         return cls.from_dict(data, directory=p.parent, source=str(p))
 
     from_dir = load

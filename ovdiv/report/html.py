@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ovdiv.atomic import write_text
-from ovdiv.errors import DataError
+from ovdiv.evaluate.results import read_results_json
 from ovdiv.report import figures
 from ovdiv.versions import __version__
 
@@ -83,15 +83,7 @@ details{margin:4px 0} summary{cursor:pointer;font-weight:600;font-size:13px;padd
 # loading
 # ----------------------------------------------------------------------------------------------
 def _load_results(results_dir: Path) -> tuple[dict[str, Any], Path]:
-    path = results_dir / "results.json" if results_dir.is_dir() else results_dir
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise DataError(f"no results at {path}", "run `ovdiv evaluate --out DIR` first") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"results file {path} is not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
-        raise DataError(f"results file {path} has no 'rows' list", "is it a results.json from `ovdiv evaluate`?")
+    data, path = read_results_json(results_dir)
     return data, path.parent
 
 

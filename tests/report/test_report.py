@@ -128,7 +128,7 @@ def test_report_without_extras_explains_missing_sections(tmp_path) -> None:
 
 
 def test_report_bad_input(tmp_path) -> None:
-    with pytest.raises(DataError, match="no results"):
+    with pytest.raises(DataError, match="does not exist"):
         write_report(tmp_path)
     (tmp_path / "results.json").write_text('{"rows": 3}')
     with pytest.raises(DataError, match="rows"):
