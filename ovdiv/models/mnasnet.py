@@ -19,7 +19,30 @@ from ovdiv.models._registry import register_model
 __all__ = ["MNASNet", "TinyMnasNet"]
 
 
-class MNASNet(tv_mnasnet.MNASNet):
+class _PooledHead(nn.Module):
+    """The head both MNASNets share: global average pooling of ``forward_features``, then ``classifier``.
+
+    Subclasses provide ``forward_features`` and a ``classifier`` module; listed before a base class that
+    defines its own ``forward`` (torchvision's), this ``forward`` takes precedence.
+    """
+
+    classifier: nn.Module
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` -> feature map ``(N, C, h, w)``."""
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Feature map -> pooled ``(N, C)`` (``pre_logits``) or logits."""
+        x = x.mean([2, 3])
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` -> logits ``(N, num_classes)``."""
+        return self.forward_head(self.forward_features(x))
+
+
+class MNASNet(_PooledHead, tv_mnasnet.MNASNet):
     """torchvision MNASNet with the uniform ovdiv model surface.
 
     Args:
@@ -28,6 +51,8 @@ class MNASNet(tv_mnasnet.MNASNet):
         dropout: Dropout before the classifier.
     """
 
+    layers: nn.Sequential  # set by torchvision's __init__ (declared here: the mixin's nn.Module base comes first)
+
     def __init__(self, alpha: float, *, num_classes: int, dropout: float = 0.2) -> None:
         super().__init__(alpha, num_classes=num_classes, dropout=dropout)
         self.num_classes = num_classes
@@ -35,15 +60,6 @@ class MNASNet(tv_mnasnet.MNASNet):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` -> ``(N, 1280, H/32, W/32)``."""
         return self.layers(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Feature map -> pooled ``(N, 1280)`` (``pre_logits``) or logits."""
-        x = x.mean([2, 3])
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` -> logits ``(N, num_classes)``."""
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model(family="mnasnet", description="MNASNet 1.0 (torchvision layout), dropout 0.2")
@@ -87,7 +103,7 @@ _TINY_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
 )
 
 
-class TinyMnasNet(nn.Module):
+class TinyMnasNet(_PooledHead):
     """Small MNASNet-style network for 32-64 px inputs.
 
     Stem 3x3 stride-2 conv, a depthwise-separable block, inverted-residual stages (depthwise 3x3/5x5),
@@ -140,15 +156,6 @@ class TinyMnasNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` -> ``(N, head_width, H/16, W/16)``."""
         return self.layers(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Feature map -> pooled ``(N, head_width)`` (``pre_logits``) or logits."""
-        x = x.mean([2, 3])
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` -> logits ``(N, num_classes)``."""
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model(family="mnasnet", input_size=(64, 64), tiny=True, description="tiny MNASNet (inverted residuals)")

@@ -69,6 +69,39 @@ class EnsembleResult:
     is_main: bool = True
 
 
+def _independent(fwd: Callable[[Tensor], Tensor], _m: Sequence[nn.Module], x: Tensor, y: Tensor) -> StepOutput:
+    """The ``independent`` joint loss: every member's own cross-entropy, no diversity term."""
+    z = fwd(x)
+    return StepOutput(independent_loss(z, y), z)
+
+
+def _loaders(cfg: EnsembleConfig, source: DataSource, env: DistEnv, options: RunOptions) -> Any:
+    """Train / validation loaders of an ensemble run (``cfg``'s input pipeline, sharded over ``env``'s ranks).
+
+    Args:
+        cfg: The ensemble config (input size, batch size, normalisation, transforms).
+        source: The training data.
+        env: The distributed environment (rank, world size, device).
+        options: Run-time options (workers, seed).
+
+    Returns:
+        What :func:`ovdiv.train.data.build_loaders` returns.
+    """
+    return build_loaders(
+        source,
+        input_size=cfg.input_size,
+        batch_size=cfg.batch_size,
+        workers=options.workers,
+        mean=cfg.mean,
+        std=cfg.std,
+        seed=options.seed,
+        rank=env.rank,
+        world_size=env.world_size,
+        pin_memory=env.device.type == "cuda",
+        transforms=cfg.transforms,
+    )
+
+
 def heuristic_loss(cfg: EnsembleConfig) -> tuple[LossFn, bool]:
     """The joint loss of ``cfg.heuristic`` and whether it needs double backprop.
 
@@ -82,12 +115,7 @@ def heuristic_loss(cfg: EnsembleConfig) -> tuple[LossFn, bool]:
         return {"gncl_penalty": gncl_penalty(zd, consensus_logits(zd, rule)).mean()}
 
     if h == "independent":
-
-        def independent(fwd: Callable[[Tensor], Tensor], _m: Sequence[nn.Module], x: Tensor, y: Tensor) -> StepOutput:
-            z = fwd(x)
-            return StepOutput(independent_loss(z, y), z)
-
-        return independent, False
+        return _independent, False
     if h in ("gncl", "gncl_masked"):
         fn = gncl_loss if h == "gncl" else gncl_masked_loss
 
@@ -262,19 +290,7 @@ def _train_joint(
     options: RunOptions,
     progress: ProgressCallback | None,
 ) -> list[Path]:
-    loaders = build_loaders(
-        source,
-        input_size=cfg.input_size,
-        batch_size=cfg.batch_size,
-        workers=options.workers,
-        mean=cfg.mean,
-        std=cfg.std,
-        seed=options.seed,
-        rank=env.rank,
-        world_size=env.world_size,
-        pin_memory=env.device.type == "cuda",
-        transforms=cfg.transforms,
-    )
+    loaders = _loaders(cfg, source, env, options)
     _check_classes(cfg, loaders.num_classes_seen)
     torch.manual_seed(options.seed)
     members = [build_member(m.arch, m.arch_args, cfg.num_classes, m.pretrained) for m in cfg.members]

@@ -35,10 +35,11 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from ovdiv.atomic import atomic_path
-from ovdiv.train.config import EnsembleConfig
-from ovdiv.train.data import DataSource, build_loaders
+from ovdiv.train.config import EnsembleConfig, MemberSpec
+from ovdiv.train.data import DataSource
 from ovdiv.train.engine import DistEnv, JointTrainer, RunOptions, StepOutput
-from ovdiv.train.losses import independent_loss, member_ce
+from ovdiv.train.ensemble import _independent, _loaders, save_member
+from ovdiv.train.losses import member_ce
 from ovdiv.train.weights import build_member, load_pretrained
 from ovdiv.types import ProgressCallback
 
@@ -56,37 +57,34 @@ log = logging.getLogger("ovdiv.train")
 MaskSet = dict[str, Tensor]
 
 
-def _independent(fwd: Callable[[Tensor], Tensor], _m: Sequence[nn.Module], x: Tensor, y: Tensor) -> StepOutput:
-    z = fwd(x)
-    return StepOutput(independent_loss(z, y), z)
-
-
 def _summed(fwd: Callable[[Tensor], Tensor], _m: Sequence[nn.Module], x: Tensor, y: Tensor) -> StepOutput:
     z = fwd(x)
     return StepOutput(member_ce(z, y).sum(), z)
 
 
-def _loaders(cfg: EnsembleConfig, source: DataSource, env: DistEnv, options: RunOptions) -> Any:
-    return build_loaders(
-        source,
-        input_size=cfg.input_size,
-        batch_size=cfg.batch_size,
-        workers=options.workers,
-        mean=cfg.mean,
-        std=cfg.std,
-        seed=options.seed,
-        rank=env.rank,
-        world_size=env.world_size,
-        pin_memory=env.device.type == "cuda",
-        transforms=cfg.transforms,
-    )
-
-
 def _save(path: Path, model: nn.Module, cfg: EnsembleConfig, extra: dict[str, Any]) -> Path:
-    from ovdiv.train.ensemble import save_member
-
     spec = cfg.members[0]
     return save_member(path, model, cfg, spec.arch, spec.arch_args, extra)
+
+
+def _single_member(
+    cfg: EnsembleConfig, source: DataSource, env: DistEnv, options: RunOptions
+) -> tuple[MemberSpec, Any, nn.Module]:
+    """The one network a low-cost ensemble starts from: its spec, the run's loaders and the seeded model.
+
+    Args:
+        cfg: The ensemble config (its first member is the network).
+        source: The training data.
+        env: The distributed environment.
+        options: Run-time options (the seed).
+
+    Returns:
+        ``(spec, loaders, model)``; the model is built right after ``torch.manual_seed(options.seed)``.
+    """
+    spec = cfg.members[0]
+    loaders = _loaders(cfg, source, env, options)
+    torch.manual_seed(options.seed)
+    return spec, loaders, build_member(spec.arch, spec.arch_args, cfg.num_classes, spec.pretrained)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,11 +104,8 @@ def train_snapshot(
     Returns:
         ``cycles`` member checkpoints ``RUN/members/<name>_snap<k>.pt`` (k = 1..cycles).
     """
-    spec = cfg.members[0]
     cycles = int(cfg.snapshot["cycles"])
-    loaders = _loaders(cfg, source, env, options)
-    torch.manual_seed(options.seed)
-    model = build_member(spec.arch, spec.arch_args, cfg.num_classes, spec.pretrained)
+    spec, loaders, model = _single_member(cfg, source, env, options)
     paths = [out_dir / "members" / f"{spec.name}_snap{k}.pt" for k in range(1, cycles + 1)]
     state: dict[str, int] = {"length": 1, "total": 1}
 
@@ -209,10 +204,7 @@ def train_prune_and_tune(
         The ``2 · pairs`` child checkpoints ``RUN/members/<name>_p<k>{a,b}.pt``.
     """
     pt = cfg.prune_and_tune
-    spec = cfg.members[0]
-    loaders = _loaders(cfg, source, env, options)
-    torch.manual_seed(options.seed)
-    parent = build_member(spec.arch, spec.arch_args, cfg.num_classes, spec.pretrained)
+    spec, loaders, parent = _single_member(cfg, source, env, options)
     if pt.parent is not None:
         load_pretrained(parent, pt.parent)
     else:
