@@ -41,17 +41,6 @@ __all__ = [
     "cka_matrices",
 ]
 
-_CONSENSUS_METRICS = (
-    "ensemble_top1",
-    "ensemble_top5",
-    "ensemble_nll",
-    "ensemble_ece",
-    "improvement",
-    "improvement_vs_mean",
-    "shannon_equitability_correct",
-    "shannon_equitability_wrong",
-)
-
 
 class _Stats(mt.AttributionDiversity):
     """:class:`ovdiv.metrics.AttributionDiversity` whose ``update`` also takes the batch's logits/labels."""

@@ -16,29 +16,13 @@ import numpy as np
 import numpy.typing as npt
 
 from ovdiv.metrics._checks import _fail
+from ovdiv.metrics.pool import _DIVERSITY_METRICS
 
 __all__ = ["STUDY_METRICS", "pearson", "spearman", "correlation_study"]
 
 F64 = npt.NDArray[np.float64]
 
-STUDY_METRICS: tuple[str, ...] = (
-    "mean_member_top1",
-    "disagreement",
-    "q_statistic",
-    "correlation",
-    "double_fault",
-    "pdr",
-    "kl_divergence",
-    "shannon_equitability_correct",
-    "shannon_equitability_wrong",
-    "attribution_diversity",
-    "attribution_rmse",
-    "hash_ahash",
-    "hash_phash",
-    "hash_dhash",
-    "hash_whash",
-    "cka_mean",
-)
+STUDY_METRICS: tuple[str, ...] = ("mean_member_top1", *_DIVERSITY_METRICS)
 """Metrics correlated with Δ by default (those present in the rows)."""
 
 

@@ -63,15 +63,17 @@ F64 = npt.NDArray[np.float64]
 POOL_FORMAT = "ovdiv-poolstats/1"
 _CHUNK = 32  # samples per internal chunk of the all-subset pass (bounds memory; cache-sized)
 
-ENSEMBLE_METRICS: tuple[str, ...] = (
+_ENSEMBLE_SCORES: tuple[str, ...] = (
     "ensemble_top1",
     "ensemble_top5",
     "ensemble_nll",
     "ensemble_ece",
     "improvement",
     "improvement_vs_mean",
-    "mean_member_top1",
-    "max_member_top1",
+)
+"""Scores of the ensemble's prediction under a consensus rule (and its improvements over the members)."""
+
+_DIVERSITY_METRICS: tuple[str, ...] = (
     "disagreement",
     "q_statistic",
     "correlation",
@@ -88,18 +90,13 @@ ENSEMBLE_METRICS: tuple[str, ...] = (
     "hash_whash",
     "cka_mean",
 )
+"""Diversity metrics of a :func:`score_subsets` row, in row order (also the correlation study's)."""
+
+ENSEMBLE_METRICS: tuple[str, ...] = (*_ENSEMBLE_SCORES, "mean_member_top1", "max_member_top1", *_DIVERSITY_METRICS)
 """Metric keys of a :func:`score_subsets` row (consensus-dependent ones get a ``:rule`` suffix)."""
 
-_RULE_DEPENDENT = (
-    "ensemble_top1",
-    "ensemble_top5",
-    "ensemble_nll",
-    "ensemble_ece",
-    "improvement",
-    "improvement_vs_mean",
-    "shannon_equitability_correct",
-    "shannon_equitability_wrong",
-)
+_RULE_DEPENDENT: tuple[str, ...] = (*_ENSEMBLE_SCORES, "shannon_equitability_correct", "shannon_equitability_wrong")
+"""The consensus-dependent keys of :data:`ENSEMBLE_METRICS`."""
 
 
 def _rule(rule: Any) -> Consensus:
