@@ -30,22 +30,12 @@ from torch import nn
 from ovdiv.attribution.vjp import VJPGraph, build_vjp_model
 from ovdiv.cards import IMAGENET_MEAN, IMAGENET_STD
 from ovdiv.errors import AttributionInputError, MemberError
+from ovdiv.runtime.openvino_member import core
 
 __all__ = ["VJPModel", "as_torch_module", "float_input_view", "read_model"]
 
 _log = logging.getLogger("ovdiv.attribution")
 F32 = npt.NDArray[np.float32]
-
-_CORE: ov.Core | None = None
-_CORE_LOCK = threading.Lock()
-
-
-def _core() -> ov.Core:
-    global _CORE
-    with _CORE_LOCK:
-        if _CORE is None:
-            _CORE = ov.Core()
-        return _CORE
 
 
 def read_model(path: str | os.PathLike[str]) -> ov.Model:
@@ -60,7 +50,7 @@ def read_model(path: str | os.PathLike[str]) -> ov.Model:
     if p.suffix.lower() not in (".xml", ".onnx"):
         raise MemberError(f"model file {p}: expected an .xml IR or .onnx file, got '{p.suffix}'")
     try:
-        return _core().read_model(str(p))
+        return core().read_model(str(p))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MemberError(f"model file {p} cannot be read by OpenVINO ({first[:200]})") from exc
@@ -181,10 +171,10 @@ class VJPModel:
             cfg["LP_TRANSFORMS_MODE"] = "NO"
         cfg.update(config or {})
         self.compile_config: dict[str, Any] = dict(cfg)
-        core = _core()
+        ov_core = core()
         try:
-            self._fwd = core.compile_model(self.graph.forward, device, cfg)
-            self._vjp = core.compile_model(self.graph.model, device, cfg)
+            self._fwd = ov_core.compile_model(self.graph.forward, device, cfg)
+            self._vjp = ov_core.compile_model(self.graph.model, device, cfg)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise MemberError(f"cannot compile the VJP model on {device} ({first[:200]})", "try device='CPU'") from exc

@@ -12,7 +12,7 @@ Binding pitfalls of the feasibility study (``reference/ovgrad/NOTES.md`` §6) im
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import product
 
 import numpy as np
@@ -98,17 +98,39 @@ def _conv_geometry(ctx: RuleContext, node: ov.Node, kernel: Sequence[int]) -> di
     return {"strides": s, "dilations": d, "pads_begin": pb, "pads_end": pe2, "output_padding": op}
 
 
-@register_vjp("Convolution")
-def _conv(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) -> list[ov.Output | None]:
-    r"""``dx = ConvolutionBackpropData(g, W')``; forward ``W [C_out, C_in, k..]`` is the bprop layout."""
+def _conv_input_vjp(
+    ctx: RuleContext,
+    node: ov.Node,
+    grads: Grads,
+    needs: Sequence[bool],
+    *,
+    spatial_from: int,
+    bprop: Callable[..., ov.Node],
+    weights_error: str,
+) -> list[ov.Output | None]:
+    """Input gradient of a (group) convolution: ``bprop(g, W')`` with the forward weights' layout.
+
+    Args:
+        ctx: Rule context.
+        node: The forward ``Convolution`` / ``GroupConvolution``.
+        grads: Incoming gradients.
+        needs: Which inputs need a gradient (the weights must not).
+        spatial_from: First spatial axis of the weights (2 for ``Convolution``, 3 for ``GroupConvolution``).
+        bprop: The backprop-data op builder (``ops.convolution_backprop_data`` or the group variant).
+        weights_error: Message after ``'<name>': `` when the weights need a gradient.
+
+    Returns:
+        ``[dx, None]``.
+
+    Raises:
+        UnsupportedOpError: the weights are activation-valued (need a gradient).
+    """
     if needs[1]:
-        raise UnsupportedOpError(
-            f"Convolution '{node.get_friendly_name()}': gradients through activation-valued weights are not supported"
-        )
+        raise UnsupportedOpError(f"{node.get_type_name()} '{node.get_friendly_name()}': {weights_error}")
     w = node.input_value(1)
-    kernel = ctx.static_dims(w, node, "weights", skip=())[2:]
+    kernel = ctx.static_dims(w, node, "weights", skip=())[spatial_from:]
     geo = _conv_geometry(ctx, node, kernel)
-    gx = ops.convolution_backprop_data(
+    gx = bprop(
         _g(grads),
         ctx.fresh(w),
         strides=geo["strides"],
@@ -119,29 +141,34 @@ def _conv(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) 
         output_padding=geo["output_padding"],
     ).output(0)
     return [gx, None]
+
+
+@register_vjp("Convolution")
+def _conv(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) -> list[ov.Output | None]:
+    r"""``dx = ConvolutionBackpropData(g, W')``; forward ``W [C_out, C_in, k..]`` is the bprop layout."""
+    return _conv_input_vjp(
+        ctx,
+        node,
+        grads,
+        needs,
+        spatial_from=2,
+        bprop=ops.convolution_backprop_data,
+        weights_error="gradients through activation-valued weights are not supported",
+    )
 
 
 @register_vjp("GroupConvolution")
 def _group_conv(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) -> list[ov.Output | None]:
     """``dx = GroupConvolutionBackpropData(g, W')``; ``[G, C_out/G, C_in/G, k..]`` is the bprop layout."""
-    if needs[1]:
-        raise UnsupportedOpError(
-            f"GroupConvolution '{node.get_friendly_name()}': activation-valued weights are not supported"
-        )
-    w = node.input_value(1)
-    kernel = ctx.static_dims(w, node, "weights", skip=())[3:]
-    geo = _conv_geometry(ctx, node, kernel)
-    gx = ops.group_convolution_backprop_data(
-        _g(grads),
-        ctx.fresh(w),
-        strides=geo["strides"],
-        pads_begin=geo["pads_begin"],
-        pads_end=geo["pads_end"],
-        dilations=geo["dilations"],
-        auto_pad="explicit",
-        output_padding=geo["output_padding"],
-    ).output(0)
-    return [gx, None]
+    return _conv_input_vjp(
+        ctx,
+        node,
+        grads,
+        needs,
+        spatial_from=3,
+        bprop=ops.group_convolution_backprop_data,
+        weights_error="activation-valued weights are not supported",
+    )
 
 
 # ---------------------------------------------------------------------------------------- pooling
