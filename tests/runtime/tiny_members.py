@@ -1,7 +1,6 @@
 """Tiny deployed members for runtime and evaluate tests (built once per session).
 
-Loaded by ``tests/runtime/conftest.py`` and ``tests/evaluate/conftest.py`` as module
-``ovdiv_tests_tiny_members`` (pytest's importlib mode has no package imports between test folders).
+Loaded by ``tests/conftest.py`` as module ``ovdiv_tests_tiny_members`` (pytest's importlib mode has no package imports between test folders).
 
 Micro CNNs (a few thousand parameters) trained for a few steps on the ``demo:train`` split at 32x32,
 exported to OpenVINO IR (``ov.convert_model``) and ONNX (``torch.onnx.export``), each with a model card.
