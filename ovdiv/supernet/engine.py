@@ -87,6 +87,24 @@ def _read_run(run_dir: Path) -> dict[str, Any]:
         raise SupernetError(f"{meta_path} is unreadable: {exc}") from exc
 
 
+def _load_run(run: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], SupernetConfig]:
+    """A finished training run's folder, its ``run.json`` and the config recorded there (re-validated).
+
+    Args:
+        run: The ``--out`` folder of ``supernet train``.
+
+    Returns:
+        ``(run_dir, meta, cfg)``.
+
+    Raises:
+        SupernetError: No or unreadable ``run.json``.
+        ConfigError: The recorded config does not validate.
+    """
+    run_dir = Path(run)
+    meta = _read_run(run_dir)
+    return run_dir, meta, validate_config(meta["config"], source=str(run_dir / "run.json"))
+
+
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -672,9 +690,7 @@ def search_in_process(
     progress: ProgressCallback = no_progress,
 ) -> dict[str, Any]:
     """NSGA-II over (MACs, top-1) of the trained super-network (see :func:`ovdiv.supernet.search`)."""
-    run_dir = Path(run)
-    meta = _read_run(run_dir)
-    cfg = validate_config(meta["config"], source=str(run_dir / "run.json"))
+    run_dir, meta, cfg = _load_run(run)
     scfg = cfg.bnas.setdefault("search", {})
     if num_evals is not None:
         scfg["num_evals"] = int(num_evals)
@@ -929,9 +945,7 @@ def extract_in_process(
     progress: ProgressCallback = no_progress,
 ) -> dict[str, Any]:
     """Materialise one subnet as a plain torch module + checkpoint (export happens in the caller)."""
-    run_dir = Path(run)
-    meta = _read_run(run_dir)
-    cfg = validate_config(meta["config"], source=str(run_dir / "run.json"))
+    run_dir, meta, cfg = _load_run(run)
     dev = _device(device or "cpu")
     space = json.loads((run_dir / "search_space.json").read_text(encoding="utf-8"))
     train_loader = None
