@@ -662,7 +662,11 @@ def export(
 @click.option("--attribution-norm", default="max", show_default=True, type=click.Choice(["max", "sum", "none"]))
 @click.option("--attribution-samples", type=int, help="Attribution on the first N images (default: all).")
 @click.option("--cka-samples", type=int, default=256, show_default=True, help="CKA on the first N images (0: off).")
-@click.option("--limit", type=int, help="Use the first N images of each dataset.")
+@click.option(
+    "--limit",
+    type=int,
+    help="Use N images of each dataset (demo: the first N; image folders: a fixed seeded subset of N).",
+)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--workers", type=int, help="Data-preparation workers.")
 @click.option("--shard", help="i/n: compute this shard's chunks only (shards merge through the cache).")
