@@ -443,9 +443,18 @@ def supernet_train(
     from ovdiv.supernet import train as supernet_train_fn
 
     with progress_bar() as progress:
-        res = supernet_train_fn(config, out=out, data_root=data_root, dataset=dataset, pretrained=pretrained,
-                                allow_random_init=allow_random_init, resume=resume, device=device,
-                                max_epochs=max_epochs, progress=progress)
+        res = supernet_train_fn(
+            config,
+            out=out,
+            data_root=data_root,
+            dataset=dataset,
+            pretrained=pretrained,
+            allow_random_init=allow_random_init,
+            resume=resume,
+            device=device,
+            max_epochs=max_epochs,
+            progress=progress,
+        )
     last = res.get("last") or {}
     console.print(
         f"super-network [bold]{res['status']}[/]: {res['epochs_done']}/{res['total_epochs']} epochs, "
@@ -479,9 +488,17 @@ def supernet_search(
     from ovdiv.supernet import search as supernet_search_fn
 
     with progress_bar() as progress:
-        res = supernet_search_fn(run, num_evals=num_evals, population=population, dataset=dataset,
-                                 data_root=data_root, limit=limit, ref_acc=ref_acc, acc_delta=acc_delta,
-                                 progress=progress)
+        res = supernet_search_fn(
+            run,
+            num_evals=num_evals,
+            population=population,
+            dataset=dataset,
+            data_root=data_root,
+            limit=limit,
+            ref_acc=ref_acc,
+            acc_delta=acc_delta,
+            progress=progress,
+        )
     note = "" if res["satisfies_ref_acc"] else " (none within ref_acc - acc_delta: maximum subnet)"
     console.print(
         f"{res['evaluated']} subnets evaluated; best {res['best_macs_M']:.1f} MMACs, top-1 {res['best_top1']:.2f}"
@@ -512,8 +529,16 @@ def supernet_extract(
     from ovdiv.supernet import extract as supernet_extract_fn
 
     with progress_bar() as progress:
-        res = supernet_extract_fn(run, out=out, subnet=subnet, config=subnet_config, name=name,
-                                  formats=_csv_list(formats), bn_adapt=not no_bn_adapt, progress=progress)
+        res = supernet_extract_fn(
+            run,
+            out=out,
+            subnet=subnet,
+            config=subnet_config,
+            name=name,
+            formats=_csv_list(formats),
+            bn_adapt=not no_bn_adapt,
+            progress=progress,
+        )
     console.print(
         f"{res['name']}: {res['macs_224'] / 1e9:.3f} GMACs @224, {res['params'] / 1e6:.2f} M params, "
         f"max |diff| vs super-network {res['max_abs_diff_vs_supernet']:.2g}",
@@ -548,8 +573,14 @@ def supernet_info(target: Path, input_size: int, as_json: bool) -> None:
     )
     table = Table("subnet", "GMACs", "conv+fc weights (M)", "params (M)", "blocks/stage", "nncf count equal")
     for label, s in res["subnets"].items():
-        table.add_row(label, f"{s['macs'] / 1e9:.3f}", f"{s['weights'] / 1e6:.3f}", f"{s['params'] / 1e6:.3f}",
-                      str(s["summary"]["blocks_per_stage"]), "yes" if s["equal"] else "[red]NO[/]")
+        table.add_row(
+            label,
+            f"{s['macs'] / 1e9:.3f}",
+            f"{s['weights'] / 1e6:.3f}",
+            f"{s['params'] / 1e6:.3f}",
+            str(s["summary"]["blocks_per_stage"]),
+            "yes" if s["equal"] else "[red]NO[/]",
+        )
     console.print(table)
 
 
