@@ -33,17 +33,6 @@ def _tree(root: Path, n_classes: int = 3, per_class: int = 4) -> Path:
     return root
 
 
-def _has_corruptions() -> bool:
-    try:
-        from ovdiv.data.corruptions import corrupt_batch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_corruptions = pytest.mark.skipif(not _has_corruptions(), reason="ovdiv.data.corruptions API not available")
-
-
 # ---- determinism ---------------------------------------------------------------------------------
 def test_clean_bytes_independent_of_batch_size_and_workers(tmp_path: Path) -> None:
     spec = f"imagefolder:{_tree(tmp_path / 't')}"
@@ -53,7 +42,6 @@ def test_clean_bytes_independent_of_batch_size_and_workers(tmp_path: Path) -> No
         assert np.array_equal(x, ref) and np.array_equal(y, lab)
 
 
-@needs_corruptions
 @pytest.mark.parametrize("spec", ["lines1.6@demo", "plasma4.0@demo", "checkerboard4.0@demo", "waterdrop7.0@demo"])
 def test_corrupted_bytes_independent_of_batch_size_workers_and_shard(spec: str) -> None:
     ref, lab = load(spec, limit=33, batch_size=64, workers=1)
@@ -74,7 +62,6 @@ def test_corrupted_bytes_independent_of_batch_size_workers_and_shard(spec: str) 
         assert np.array_equal(ref[i], corrupt(clean[i], p.corruption, p.severity, image_seed(0, i)))
 
 
-@needs_corruptions
 def test_corrupted_file_dataset_matches_corrupting_the_clean_crops(tmp_path: Path) -> None:
     from ovdiv.data.corruptions import corrupt
 
