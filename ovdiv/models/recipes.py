@@ -57,7 +57,16 @@ from ovdiv.cards import IMAGENET_MEAN, IMAGENET_STD
 from ovdiv.errors import ConfigError
 from ovdiv.models._registry import create_model, is_registered, model_info
 
-__all__ = ["Recipe", "TransformSpec", "DataSpec", "load_recipe", "OPTIMIZER_NAMES", "SCHEDULE_KEYS", "RECIPE_DIR"]
+__all__ = [
+    "Recipe",
+    "TransformSpec",
+    "DataSpec",
+    "load_recipe",
+    "optimizer_class",
+    "OPTIMIZER_NAMES",
+    "SCHEDULE_KEYS",
+    "RECIPE_DIR",
+]
 
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "models"
 """``models/`` at the repository root (source checkouts only)."""
@@ -84,23 +93,33 @@ SCHEDULE_KEYS: dict[str, frozenset[str]] = {
         }
     ),
 }
-"""Valid parameter keys of each schedule (mirrors :mod:`ovdiv.train.optim`)."""
+"""Valid parameter keys of each schedule (the trainer, :mod:`ovdiv.train.optim`, uses this table)."""
 
 _TRAIN_CROPS = ("random_resized_crop", "none")
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
-def _optimizer_keys(name: str) -> frozenset[str]:
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """The optimizer class a recipe's ``optimizer.name`` stands for (AdaBelief is timm's).
+
+    Raises:
+        ConfigError: unknown name.
+    """
     if name == "sgd":
-        cls: Any = torch.optim.SGD
-    elif name == "rmsprop":
-        cls = torch.optim.RMSprop
-    elif name == "adamw":
-        cls = torch.optim.AdamW
-    else:
+        return torch.optim.SGD
+    if name == "rmsprop":
+        return torch.optim.RMSprop
+    if name == "adamw":
+        return torch.optim.AdamW
+    if name == "adabelief":
         from timm.optim import AdaBelief
 
-        cls = AdaBelief
+        return AdaBelief
+    raise ConfigError(f"unknown optimizer {name!r}", f"use one of {', '.join(OPTIMIZER_NAMES)}")
+
+
+def _optimizer_keys(name: str) -> frozenset[str]:
+    cls = optimizer_class(name)
     keys = set(inspect.signature(cls.__init__).parameters) - {"self", "params"}
     if name == "rmsprop":
         keys.add("decay")  # TF name of alpha, accepted by ovdiv.train.optim

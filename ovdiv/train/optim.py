@@ -28,49 +28,18 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
 from ovdiv.errors import ConfigError
+from ovdiv.models.recipes import OPTIMIZER_NAMES, SCHEDULE_KEYS, optimizer_class
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_scheduler", "schedule_factor"]
 
-OPTIMIZERS: tuple[str, ...] = ("sgd", "rmsprop", "adamw", "adabelief")
-SCHEDULES: tuple[str, ...] = ("constant", "step", "exponential", "cosine", "cyclic_cosine", "onecycle")
-
-_SCHEDULE_KEYS: dict[str, set[str]] = {
-    "constant": set(),
-    "step": {"step_epochs", "every_epochs", "gamma"},
-    "exponential": {"step_epochs", "every_epochs", "gamma"},
-    "cosine": {"warmup_epochs", "min_factor", "min_lr"},
-    "cyclic_cosine": {"cycles"},
-    "onecycle": {
-        "max_lr",
-        "pct_start",
-        "div_factor",
-        "final_div_factor",
-        "anneal_strategy",
-        "cycle_momentum",
-        "base_momentum",
-        "max_momentum",
-        "three_phase",
-    },
-}
-
-
-def _optimizer_class(name: str) -> type[Optimizer]:
-    if name == "sgd":
-        return torch.optim.SGD
-    if name == "rmsprop":
-        return torch.optim.RMSprop
-    if name == "adamw":
-        return torch.optim.AdamW
-    if name == "adabelief":
-        from timm.optim import AdaBelief
-
-        return AdaBelief
-    raise ConfigError(f"unknown optimizer {name!r}", f"use one of {', '.join(OPTIMIZERS)}")
+# One schema for recipes and trainer: the recipe module owns the names and keys.
+OPTIMIZERS: tuple[str, ...] = OPTIMIZER_NAMES
+SCHEDULES: tuple[str, ...] = tuple(SCHEDULE_KEYS)
+_SCHEDULE_KEYS = SCHEDULE_KEYS
 
 
 def build_optimizer(params: Iterable[Any], spec: Mapping[str, Any], *, where: str = "optimizer") -> Optimizer:
@@ -89,7 +58,7 @@ def build_optimizer(params: Iterable[Any], spec: Mapping[str, Any], *, where: st
     """
     kwargs = dict(spec)
     name = str(kwargs.pop("name", kwargs.pop("type", ""))).lower()
-    cls = _optimizer_class(name)
+    cls = optimizer_class(name)
     if "lr" not in kwargs:
         raise ConfigError(f"{where}: missing 'lr' for optimizer {name!r}", 'add e.g. "lr": 0.1')
     if name == "rmsprop" and "decay" in kwargs:
