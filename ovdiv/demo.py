@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ovdiv.atomic import write_json
 from ovdiv.types import Progress, ProgressCallback, no_progress
 
 __all__ = ["DEMO_DATASETS", "DEMO_POLICY", "DemoSummary", "run_demo"]
@@ -53,7 +54,7 @@ class DemoSummary:
     headline: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _stage(progress: ProgressCallback, timings: dict[str, float], name: str, i: int, n: int) -> float:
+def _stage(progress: ProgressCallback, name: str, i: int, n: int) -> float:
     progress(Progress("demo", i, n, name))
     log.info("demo step %d/%d: %s", i + 1, n, name)
     return time.perf_counter()
@@ -99,7 +100,7 @@ def run_demo(
     data = DataSource(spec="demo:train", val_spec="demo", limit=train_images, val_limit=eval_images, seed=seed)
 
     # 1. members --------------------------------------------------------------------------------
-    t0 = _stage(progress, timings, "train independent members", 0, n_steps)
+    t0 = _stage(progress, "train independent members", 0, n_steps)
     checkpoints: dict[str, Path] = {}
     for name in _INDEPENDENT:
         recipe = load_recipe(_RECIPES / "tiny" / f"{name}.json")
@@ -109,7 +110,7 @@ def run_demo(
         checkpoints[name] = train_member(recipe, out_dir=run, data=data, device="cpu", progress=progress).checkpoint
     timings["train_independent"] = time.perf_counter() - t0
 
-    t0 = _stage(progress, timings, "train a GNCL pair jointly", 1, n_steps)
+    t0 = _stage(progress, "train a GNCL pair jointly", 1, n_steps)
     raw = json.loads((_RECIPES / "ensembles" / "tiny" / "gncl_average.json").read_text(encoding="utf-8"))
     raw.update(name="demo_gncl_pair", members=[{"name": a, "arch": a} for a in _JOINT])
     cfg = EnsembleConfig.from_dict(raw, source="demo GNCL pair")
@@ -121,7 +122,7 @@ def run_demo(
     timings["train_joint"] = time.perf_counter() - t0
 
     # 2. export ---------------------------------------------------------------------------------
-    t0 = _stage(progress, timings, "export to ONNX + IR (one INT8)", 2, n_steps)
+    t0 = _stage(progress, "export to ONNX + IR (one INT8)", 2, n_steps)
     from ovdiv.data import load
 
     calib = load("demo:train", limit=300, seed=seed + 1)[0]
@@ -144,7 +145,7 @@ def run_demo(
     timings["export"] = time.perf_counter() - t0
 
     # 3. evaluate -------------------------------------------------------------------------------
-    t0 = _stage(progress, timings, "evaluate every 3-member ensemble", 3, n_steps)
+    t0 = _stage(progress, "evaluate every 3-member ensemble", 3, n_steps)
     results_dir = out / "results"
     result = evaluate(
         members,
@@ -163,13 +164,13 @@ def run_demo(
     timings["evaluate"] = time.perf_counter() - t0
 
     # 4. certify + report -----------------------------------------------------------------------
-    t0 = _stage(progress, timings, "certify + report", 4, n_steps)
+    t0 = _stage(progress, "certify + report", 4, n_steps)
     verdict = Policy.from_file(DEMO_POLICY).check(result)
     verdict_path = verdict.to_json(results_dir / "verdict.json")
     report = write_report(results_dir, verdict=verdict.to_dict())
     timings["report"] = time.perf_counter() - t0
     progress(Progress("demo", n_steps, n_steps, "done"))
-    (out / "timings.json").write_text(json.dumps(timings, indent=1))
+    write_json(out / "timings.json", timings)
     return DemoSummary(
         out_dir=out,
         report=report,
