@@ -491,6 +491,10 @@ def evaluate(
     seed: int = 0,
     chunk_size: int = 512,
     examples: int = 16,
+    ci_level: float = 0.95,
+    bootstrap: int = 2000,
+    ci_method: str = "percentile",
+    binomial: str = "clopper-pearson",
     out: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
 ) -> EvalResult:
@@ -522,6 +526,10 @@ def evaluate(
         seed: Dataset seed and majority-vote tie-break seed.
         chunk_size: Images per cached chunk (resume granularity).
         examples: Attribution maps kept per dataset for the report.
+        ci_level: Confidence level of the intervals in the rows.
+        bootstrap: Paired-bootstrap resamples over images (0: off; binomial intervals and McNemar remain).
+        ci_method: Bootstrap interval method, ``percentile`` or ``bca``.
+        binomial: Accuracy interval, ``clopper-pearson`` or ``wilson``.
         out: Write ``results.json``, ``results.csv`` and ``extras/`` here.
         progress: Progress callback.
 
@@ -552,6 +560,10 @@ def evaluate(
         seed=seed,
         chunk_size=chunk_size,
         examples=examples,
+        ci_level=ci_level,
+        bootstrap=bootstrap,
+        ci_method=ci_method,
+        binomial=binomial,
     )
     given: list[Any] = [datasets] if isinstance(datasets, str) or hasattr(datasets, "batches") else list(datasets)
     items: list[Any] = []
@@ -615,6 +627,7 @@ def evaluate(
         "datasets": [{"spec": s, "manifest": dict(ds.manifest)} for s, ds in zip(specs, prepared, strict=True)],
         "pool": ens.name,
         "options": opt.to_dict(),
+        "ci": opt.ci_metadata(),
     }
 
     complete = (
@@ -637,10 +650,11 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     extras: dict[str, dict[str, str]] = {}
     arrays: dict[str, dict[str, np.ndarray]] = {}
+    correlation: list[dict[str, Any]] = []
     for spec, ds in zip(specs, prepared, strict=True):
         feats = [ev.load_features(m, ds) for m in ens] if len(ens) >= 2 else None
         labels = np.asarray(ds.labels)
-        ds_rows, ds_arrays = score_dataset(
+        ds_rows, ds_arrays, ds_corr = score_dataset(
             spec,
             names=ens.names,
             num_classes=ens.num_classes,
@@ -651,6 +665,7 @@ def evaluate(
             examples=ev.load_examples(ds),
         )
         rows.extend(ds_rows)
+        correlation.extend(ds_corr)
         for kind, arrs in ds_arrays.items():
             from ovdiv.evaluate.results import slug
 
@@ -662,7 +677,7 @@ def evaluate(
     metadata["timings"] = ev.timings
     metadata["cache"] = cache.stats()
     metadata["ensembles"] = list(dict.fromkeys(r["ensemble"] for r in rows if r["ensemble"] is not None))
-    result = EvalResult(rows=rows, metadata=metadata, extras=extras, arrays=arrays)
+    result = EvalResult(rows=rows, metadata=metadata, extras=extras, arrays=arrays, correlation=correlation)
     if out is not None:
         result.save(out)
     return result

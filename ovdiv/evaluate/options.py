@@ -71,6 +71,11 @@ class EvalOptions:
         seed: Dataset seed (and majority-vote tie-break seed).
         chunk_size: Images per cached chunk (the resume granularity).
         examples: Example attribution maps kept for the report's saliency grids.
+        ci_level: Confidence level of every interval (default 0.95).
+        bootstrap: Paired-bootstrap resamples over images (default 2000; 0 switches the bootstrap off —
+            binomial intervals and McNemar p-values remain). Resampling is seeded with ``seed``.
+        ci_method: Bootstrap interval: ``percentile`` (default) or ``bca``.
+        binomial: Interval of top-1/top-5 accuracies: ``clopper-pearson`` (exact; default) or ``wilson``.
     """
 
     subset_size: int | None = None
@@ -88,6 +93,10 @@ class EvalOptions:
     seed: int = 0
     chunk_size: int = 512
     examples: int = 16
+    ci_level: float = 0.95
+    bootstrap: int = 2000
+    ci_method: str = "percentile"
+    binomial: str = "clopper-pearson"
 
     @classmethod
     def build(
@@ -108,12 +117,26 @@ class EvalOptions:
         seed: int = 0,
         chunk_size: int = 512,
         examples: int = 16,
+        ci_level: float = 0.95,
+        bootstrap: int = 2000,
+        ci_method: str = "percentile",
+        binomial: str = "clopper-pearson",
     ) -> EvalOptions:
         """Validate user-facing values (strings from the CLI or Python) into options."""
         rules = [consensus] if isinstance(consensus, str | Consensus) else list(consensus)
         if not rules:
             rules = ["average"]
         cons = tuple(dict.fromkeys(_enum(Consensus, r, "--consensus") for r in rules))
+        try:
+            level = float(ci_level)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--ci-level must be a number, got {ci_level!r}") from None
+        if not 0.5 <= level < 1.0:
+            raise ConfigError(f"--ci-level {level} is not in [0.5, 1)", "e.g. --ci-level 0.95")
+        if str(ci_method).lower() not in ("percentile", "bca"):
+            raise ConfigError(f"--ci-method {ci_method!r} is not valid", "choose one of ['percentile', 'bca']")
+        if str(binomial).lower() not in ("clopper-pearson", "wilson"):
+            raise ConfigError(f"binomial interval {binomial!r} is not valid", "choose 'clopper-pearson' or 'wilson'")
         return cls(
             subset_size=_positive(subset_size, "--size"),
             consensus=cons,
@@ -130,6 +153,10 @@ class EvalOptions:
             seed=int(seed),
             chunk_size=_positive(chunk_size, "chunk_size") or 512,
             examples=_positive(examples, "examples", allow_zero=True) or 0,
+            ci_level=level,
+            bootstrap=_positive(bootstrap, "--bootstrap", allow_zero=True) or 0,
+            ci_method=str(ci_method).lower(),
+            binomial=str(binomial).lower(),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,3 +167,13 @@ class EvalOptions:
             d[k] = str(d[k])
         d["shard"] = None if self.shard is None else f"{self.shard[0]}/{self.shard[1]}"
         return d
+
+    def ci_metadata(self) -> dict[str, Any]:
+        """The ``metadata["ci"]`` record of ``results.json``: level, resamples (0 = off), method, seed, binomial."""
+        return {
+            "level": self.ci_level,
+            "bootstrap": self.bootstrap,
+            "method": self.ci_method,
+            "seed": self.seed,
+            "binomial": self.binomial,
+        }

@@ -27,6 +27,21 @@ Each rule selects result rows ``{ensemble, member, dataset, metric, value}``:
   for member baselines, the same metric otherwise). So "ensemble top-1 on lines1.6 ≥ best member +
   0.5 pt" is ``min: 0.005`` with ``relative_to: {"member": "best", "metric": "top1"}``.
 * ``require`` — ``"all"`` (default: every selected row must pass) or ``"any"`` (at least one must).
+* ``bound`` — ``"lower"`` (with ``min``) or ``"upper"`` (with ``max``): the rule must also hold for that
+  confidence bound of the row's interval (``ci_low`` / ``ci_high`` of ``results.json``), e.g. "ensemble
+  top-1 on lines1.6 ≥ best member + 0.5 pt at 95 %" is ``{"metric": "ensemble_top1", "min": 0.005,
+  "relative_to": {"member": "best", "metric": "top1"}, "bound": "lower"}``. For a relative rule the
+  bound is that of the *paired* interval of the difference: ``ensemble_top1 − best member top1`` is the
+  ``improvement`` row and ``− mean member top1`` the ``improvement_vs_mean`` row (same consensus
+  suffix); other differences have no stored paired interval and raise :class:`PolicyError`. A row
+  without the interval (``--bootstrap 0``, an ``ovdiv-results/1`` file) fails the rule with a note.
+* ``test`` — ``"mcnemar"`` with ``alpha`` (default 0.05): the row's exact one-sided McNemar p-value of
+  "the ensemble beats its best member" must be below ``alpha`` (rules on ``improvement``, or on
+  ``ensemble_top1`` relative to the best member's ``top1``).
+
+Each check records the estimate, the interval, the p-value, ``passed_on_estimate`` (what the rule says
+on the point estimate) and ``passed``; a note says when a rule passes on the estimate but not on the
+bound or the test.
 
 A rule that selects no row fails with the note "no matching results" — a gate never passes on missing
 evidence. Malformed policies raise :class:`~ovdiv.errors.PolicyError` (the CLI exits 2).
@@ -54,7 +69,7 @@ POLICY_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "required": ["rules"],
     "properties": {
-        "schema": {"const": "ovdiv-policy/1"},
+        "schema": {"enum": ["ovdiv-policy/1", "ovdiv-policy/2"]},
         "name": {"type": "string"},
         "description": {"type": "string"},
         "rules": {
@@ -75,6 +90,9 @@ POLICY_SCHEMA: dict[str, Any] = {
                     "min": {"type": "number"},
                     "max": {"type": "number"},
                     "require": {"enum": ["all", "any"]},
+                    "bound": {"enum": ["lower", "upper"]},
+                    "test": {"enum": ["mcnemar"]},
+                    "alpha": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
                     "relative_to": {
                         "type": "object",
                         "additionalProperties": False,
@@ -108,6 +126,9 @@ class Rule:
     require: str = "all"
     relative_to: Mapping[str, str] | None = None
     description: str | None = None
+    bound: str | None = None
+    test: str | None = None
+    alpha: float | None = None
 
     def describe(self) -> str:
         """Human-readable one-liner, e.g. ``ensemble_top1 on lines1.6 >= best member top1 + 0.005``."""
@@ -123,7 +144,13 @@ class Rule:
             bounds.append(f">= {self.min:g}")
         if self.max is not None:
             bounds.append(f"<= {self.max:g}")
-        return f"{lhs} {' and '.join(bounds)}" + (" (any)" if self.require == "any" else "")
+        evidence = []
+        if self.bound:
+            evidence.append(f"at the {self.bound} confidence bound")
+        if self.test:
+            evidence.append(f"McNemar p < {self.alpha:g}")
+        text = f"{lhs} {' and '.join(bounds)}" + (f" ({', '.join(evidence)})" if evidence else "")
+        return text + (" (any)" if self.require == "any" else "")
 
 
 @dataclass
@@ -142,6 +169,14 @@ class RuleVerdict:
     min: float | None = None
     max: float | None = None
     note: str = ""
+    bound: str | None = None
+    test: str | None = None
+    alpha: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_level: float | None = None
+    p_value: float | None = None
+    passed_on_estimate: bool | None = None
 
 
 @dataclass
@@ -161,7 +196,7 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN values become ``null``)."""
         return {
-            "schema": "ovdiv-verdict/1",
+            "schema": "ovdiv-verdict/2",
             "policy": self.policy,
             "passed": self.passed,
             "rules": self.rules,
@@ -223,6 +258,25 @@ class Policy:
             if "ensemble" in raw and "member" in raw:
                 raise PolicyError(f"{source}: rule {rid!r} selects both an ensemble and a member", "keep one")
             ref = raw.get("relative_to")
+            bound, test, alpha = raw.get("bound"), raw.get("test"), raw.get("alpha")
+            if bound == "lower" and (lo is None or hi is not None):
+                raise PolicyError(
+                    f"{source}: rule {rid!r} has bound 'lower' but not exactly a 'min'",
+                    "a lower confidence bound certifies a min; use 'upper' with 'max' (one bound per rule)",
+                )
+            if bound == "upper" and (hi is None or lo is not None):
+                raise PolicyError(
+                    f"{source}: rule {rid!r} has bound 'upper' but not exactly a 'max'",
+                    "an upper confidence bound certifies a max; use 'lower' with 'min' (one bound per rule)",
+                )
+            if alpha is not None and test is None:
+                raise PolicyError(f"{source}: rule {rid!r} has 'alpha' without 'test'", 'add "test": "mcnemar"')
+            if test is not None and not _mcnemar_applies(raw["metric"], ref):
+                raise PolicyError(
+                    f"{source}: rule {rid!r}: the McNemar test applies to 'improvement' (ensemble vs its best "
+                    f"member), not to {raw['metric']!r}",
+                    'use "metric": "improvement", or "ensemble_top1" relative to {"member": "best", "metric": "top1"}',
+                )
             rules.append(
                 Rule(
                     id=rid,
@@ -235,6 +289,9 @@ class Policy:
                     require=raw.get("require", "all"),
                     relative_to=dict(ref) if ref else None,
                     description=raw.get("description"),
+                    bound=bound,
+                    test=test,
+                    alpha=None if test is None else float(0.05 if alpha is None else alpha),
                 )
             )
         return cls(rules, name=str(data.get("name", source)))
@@ -287,6 +344,35 @@ class Policy:
         return Verdict(policy=self.name, passed=all(s["passed"] for s in summary), rules=summary, checks=checks)
 
 
+def _suffix(metric: str) -> str:
+    """The consensus suffix of a metric name (``ensemble_top1:majority`` -> ``:majority``)."""
+    return metric[metric.index(":") :] if ":" in metric else ""
+
+
+def _mcnemar_applies(metric: str, ref: Mapping[str, str] | None) -> bool:
+    base = metric.split(":")[0]
+    if ref is None:
+        return base == "improvement"
+    return base == "ensemble_top1" and ref.get("member") == "best" and ref.get("metric", "top1") == "top1"
+
+
+def _difference_row(rule: Rule, row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row holding the paired interval of ``value − baseline`` of a relative rule (None: none stored)."""
+    ref = rule.relative_to
+    if ref is None:
+        return row
+    base = rule.metric.split(":")[0]
+    if row["ensemble"] is None or base != "ensemble_top1" or "member" not in ref:
+        return None
+    if _baseline_metric(rule, ref) != "top1" or ref["member"] not in ("best", "mean"):
+        return None
+    name = ("improvement" if ref["member"] == "best" else "improvement_vs_mean") + _suffix(rule.metric)
+    for r in rows:
+        if (r["metric"], r["dataset"], r["ensemble"], r["member"]) == (name, row["dataset"], row["ensemble"], None):
+            return r
+    return None
+
+
 def _schema_message(err: Any) -> str:
     if err.validator == "additionalProperties":
         return f"{err.message} (check the key's spelling)"
@@ -307,15 +393,18 @@ def _validate_rows(rows: Iterable[Any], source: str) -> list[dict[str, Any]]:
         if not isinstance(row, Mapping) or "metric" not in row or "value" not in row:
             raise PolicyError(f"{source}: row {i} is not a {{ensemble, member, dataset, metric, value}} record")
         value = row["value"]
-        out.append(
-            {
-                "ensemble": row.get("ensemble"),
-                "member": row.get("member"),
-                "dataset": row.get("dataset"),
-                "metric": row["metric"],
-                "value": float("nan") if value is None else float(value),
-            }
-        )
+        rec = {
+            "ensemble": row.get("ensemble"),
+            "member": row.get("member"),
+            "dataset": row.get("dataset"),
+            "metric": row["metric"],
+            "value": float("nan") if value is None else float(value),
+        }
+        for key in ("ci_low", "ci_high", "ci_level", "p_value"):
+            v = row.get(key)
+            rec[key] = None if v is None else float(v)
+        rec["ci_method"] = row.get("ci_method")
+        out.append(rec)
     return out
 
 
@@ -383,28 +472,77 @@ def _check_rule(rule: Rule, rows: list[dict[str, Any]]) -> list[RuleVerdict]:
         if rule.relative_to is not None:
             baseline, note = _baseline(rule, row, rows)
             observed = None if baseline is None else value - baseline
-        passed = observed is not None and math.isfinite(observed)
-        if passed and observed is not None:
-            if rule.min is not None and observed < rule.min:
-                passed = False
-            if rule.max is not None and observed > rule.max:
-                passed = False
-        elif not note:
+        on_estimate = observed is not None and math.isfinite(observed) and _within(rule, observed)
+        if not note and (observed is None or not math.isfinite(observed)):
             note = "value is NaN"
-        out.append(
-            RuleVerdict(
-                rule=rule.id,
-                description=rule.describe(),
-                passed=passed,
-                ensemble=row["ensemble"],
-                member=row["member"],
-                dataset=row["dataset"],
-                value=value,
-                baseline=baseline,
-                observed=observed,
-                min=rule.min,
-                max=rule.max,
-                note=note,
-            )
+        check = RuleVerdict(
+            rule=rule.id,
+            description=rule.describe(),
+            passed=on_estimate,
+            ensemble=row["ensemble"],
+            member=row["member"],
+            dataset=row["dataset"],
+            value=value,
+            baseline=baseline,
+            observed=observed,
+            min=rule.min,
+            max=rule.max,
+            note=note,
+            bound=rule.bound,
+            test=rule.test,
+            alpha=rule.alpha,
+            passed_on_estimate=on_estimate if observed is not None and math.isfinite(observed) else None,
         )
+        if rule.bound or rule.test:
+            _check_evidence(rule, row, rows, check)
+        out.append(check)
     return out
+
+
+def _within(rule: Rule, x: float) -> bool:
+    return (rule.min is None or x >= rule.min) and (rule.max is None or x <= rule.max)
+
+
+def _check_evidence(rule: Rule, row: dict[str, Any], rows: list[dict[str, Any]], check: RuleVerdict) -> None:
+    """Fill the interval / p-value of a bound or test rule into ``check`` and decide it on them."""
+    src = _difference_row(rule, row, rows)
+    if src is None:
+        ref = rule.relative_to or {}
+        who = f"member {ref['member']}" if "member" in ref else f"ensemble {ref.get('ensemble')}"
+        raise PolicyError(
+            f"rule {rule.id!r}: the results lack intervals for the difference {rule.metric} − {who} "
+            f"{_baseline_metric(rule, ref)} on {row['dataset']}",
+            "ovdiv stores paired intervals of ensemble_top1 − best/mean member top1 (the improvement rows); "
+            'write the rule on "improvement" or drop "bound"/"test"',
+        )
+    check.ci_low, check.ci_high, check.ci_level = src.get("ci_low"), src.get("ci_high"), src.get("ci_level")
+    check.p_value = src.get("p_value")
+    reasons: list[str] = []
+    ok = check.passed_on_estimate is True
+    if rule.bound:
+        b = check.ci_low if rule.bound == "lower" else check.ci_high
+        if b is None or not math.isfinite(b):
+            ok = False
+            reasons.append(
+                f"the results have no {rule.bound} confidence bound for {src['metric']} on {row['dataset']} "
+                "(evaluated with --bootstrap 0, or an ovdiv-results/1 file)"
+            )
+        elif not _within(rule, b):
+            ok = False
+            level = f"{100 * check.ci_level:g}% " if check.ci_level else ""
+            op = f">= {rule.min:g}" if rule.bound == "lower" else f"<= {rule.max:g}"
+            reasons.append(f"its {level}{rule.bound} bound {b:.4f} is not {op}")
+    if rule.test:
+        p = check.p_value
+        if p is None or not math.isfinite(p):
+            ok = False
+            reasons.append(f"the results have no McNemar p-value for {src['metric']} on {row['dataset']}")
+        elif not p < (rule.alpha or 0.05):
+            ok = False
+            reasons.append(f"McNemar p = {p:.3g} is not < alpha = {rule.alpha:g}")
+    check.passed = ok
+    if reasons:
+        est = "" if check.observed is None else f"{check.observed:.4f}"
+        lead = f"passes on the estimate {est} but " if check.passed_on_estimate else ""
+        text = lead + "; ".join(reasons)
+        check.note = f"{check.note}; {text}" if check.note else text

@@ -3,7 +3,8 @@
 A results directory written by ``ovdiv evaluate --out DIR`` (or :meth:`EvalResult.save`) holds:
 
 ``results.json``
-    ``{"schema": "ovdiv-results/1", "metadata": {...}, "rows": [...], "extras": {...}}``.
+    ``{"schema": "ovdiv-results/2", "metadata": {...}, "rows": [...], "extras": {...},
+    "correlation": [...]}``. Files of schema ``ovdiv-results/1`` (no intervals, no correlation) still load.
 
     * ``metadata``: ``versions`` (ovdiv, numpy, torch, openvino, ...), ``created`` (ISO 8601 UTC),
       ``device``, ``precision`` (requested) and ``inference_precision`` (effective, per member in
@@ -11,17 +12,30 @@ A results directory written by ``ovdiv evaluate --out DIR`` (or :meth:`EvalResul
       backend, device, precision, inference_precision, runtime_version, num_classes, input_size,
       params, macs, architecture, card_found, card``), ``datasets`` (``[{spec, manifest}]``),
       ``ensembles`` (names scored), ``options`` (every option of the run), ``timings`` (seconds per
-      stage), ``cache`` (hits and misses per unit kind).
+      stage), ``cache`` (hits and misses per unit kind), ``ci`` (``{"level": 0.95, "bootstrap": 2000,
+      "method": "percentile" | "bca", "seed": int, "binomial": "clopper-pearson" | "wilson"}``;
+      ``bootstrap`` 0 = bootstrap off).
     * ``rows``: ``{"ensemble": "a+b+c" | null, "member": "a" | null, "dataset": spec, "metric": name,
       "value": float | null}``. Member rows have ``ensemble = null``; ensemble rows ``member = null``.
       Non-finite values are written as ``null``. Metric names: see INTERFACES.md (``top1``, ``top5``,
       ``nll``, ``ece`` for members; ``ensemble_top1``, ``improvement``, ``disagreement``, ...,
       ``cka_mean`` for ensembles; a non-default consensus rule is a suffix ``ensemble_top1:majority``).
+      Rows with a confidence interval also have ``ci_low``, ``ci_high`` (float), ``ci_method``
+      (``clopper-pearson``, ``wilson``, ``bootstrap-percentile``, ``bootstrap-bca``) and ``ci_level``;
+      ``improvement`` rows have ``p_value``: the exact one-sided McNemar p-value of "the ensemble's top-1
+      beats its best member's" (which rows get what: :mod:`ovdiv.evaluate.scoring`). Rows without an
+      interval omit these keys.
+    * ``correlation``: the correlation study of each dataset, ``[{dataset, metric, n_ensembles, pearson,
+      pearson_ci_low, pearson_ci_high, spearman, spearman_ci_low, spearman_ci_high, ci_method,
+      ci_level}]`` (each diversity metric and ``mean_member_top1`` vs ``improvement`` across the scored
+      ensembles; percentile-bootstrap intervals over image resamples; empty below 3 ensembles; see
+      :func:`ovdiv.metrics.evidence.correlation_evidence`).
     * ``extras``: ``{"saliency": {spec: "extras/saliency_<slug>.npz"}, "cka": {spec: "extras/cka_<slug>.npz"}}``,
       paths relative to the results directory.
 
 ``results.csv``
-    The same rows, columns ``ensemble, member, dataset, metric, value`` (empty cell = null).
+    The same rows, columns ``ensemble, member, dataset, metric, value, ci_low, ci_high, ci_method,
+    ci_level, p_value`` (empty cell = null).
 
 ``extras/saliency_<slug>.npz``
     Example attribution maps of one dataset: ``images`` uint8 ``(E, H, W, 3)`` (the inputs as fed,
@@ -57,10 +71,15 @@ import numpy as np
 from ovdiv.atomic import atomic_path, write_json, write_text
 from ovdiv.errors import DataError
 
-__all__ = ["RESULTS_SCHEMA", "CSV_FIELDS", "EvalResult", "read_results_json", "slug"]
+__all__ = ["RESULTS_SCHEMA", "READABLE_SCHEMAS", "CSV_FIELDS", "CI_FIELDS", "EvalResult", "read_results_json", "slug"]
 
-RESULTS_SCHEMA = "ovdiv-results/1"
-CSV_FIELDS = ("ensemble", "member", "dataset", "metric", "value")
+RESULTS_SCHEMA = "ovdiv-results/2"
+READABLE_SCHEMAS = ("ovdiv-results/1", RESULTS_SCHEMA)
+"""Schemas :meth:`EvalResult.from_dict` accepts (version 1 files have no intervals)."""
+ROW_FIELDS = ("ensemble", "member", "dataset", "metric", "value")
+CI_FIELDS = ("ci_low", "ci_high", "ci_method", "ci_level", "p_value")
+"""Optional row keys: interval bounds, its method and level, and a test's p-value."""
+CSV_FIELDS = (*ROW_FIELDS, *CI_FIELDS)
 
 
 def slug(text: str) -> str:
@@ -73,6 +92,16 @@ def _clean(value: Any) -> float | None:
         return None
     v = float(value)
     return v if math.isfinite(v) else None
+
+
+def _row_out(r: Mapping[str, Any]) -> dict[str, Any]:
+    """A row for the files: the five fields, then the interval keys the row has (non-finite -> null)."""
+    out = {k: r.get(k) for k in ROW_FIELDS}
+    out["value"] = _clean(r.get("value"))
+    for k in CI_FIELDS:
+        if k in r:
+            out[k] = r[k] if k == "ci_method" else _clean(r[k])
+    return out
 
 
 def read_results_json(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
@@ -109,6 +138,7 @@ class EvalResult:
         arrays: Side data not yet written, ``relpath -> {name: array}`` (written by :meth:`save`).
         complete: False for a ``--shard`` run whose other shards have not finished (then ``rows`` is empty).
         directory: The folder this result was saved to or loaded from, if any.
+        correlation: The correlation study with bootstrap intervals (see module docstring).
     """
 
     rows: list[dict[str, Any]]
@@ -117,6 +147,7 @@ class EvalResult:
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
     complete: bool = True
     directory: Path | None = None
+    correlation: list[dict[str, Any]] = field(default_factory=list)
 
     # ---- queries ----------------------------------------------------------------------------
     @property
@@ -182,22 +213,15 @@ class EvalResult:
     # ---- serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The ``results.json`` document."""
-        rows = [
-            {
-                "ensemble": r["ensemble"],
-                "member": r["member"],
-                "dataset": r["dataset"],
-                "metric": r["metric"],
-                "value": _clean(r["value"]),
-            }
-            for r in self.rows
-        ]
+        rows = [_row_out(r) for r in self.rows]
+        corr = [{k: _clean(v) if isinstance(v, float) else v for k, v in c.items()} for c in self.correlation]
         return {
             "schema": RESULTS_SCHEMA,
             "complete": self.complete,
             "metadata": self.metadata,
             "rows": rows,
             "extras": self.extras,
+            "correlation": corr,
         }
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
@@ -208,15 +232,16 @@ class EvalResult:
         return p
 
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
-        """Atomically write the rows as CSV (columns ``ensemble, member, dataset, metric, value``)."""
+        """Atomically write the rows as CSV (columns :data:`CSV_FIELDS`; empty cell = null)."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(CSV_FIELDS)
         for r in self.rows:
-            v = _clean(r["value"])
-            w.writerow(
-                [r["ensemble"] or "", r["member"] or "", r["dataset"], r["metric"], "" if v is None else repr(v)]
-            )
+            o = _row_out(r)
+            nums = ["" if o.get(k) is None else repr(o[k]) for k in ("value", "ci_low", "ci_high")]
+            level, p = ("" if o.get(k) is None else repr(o[k]) for k in ("ci_level", "p_value"))
+            names = [o["ensemble"] or "", o["member"] or "", o["dataset"], o["metric"]]
+            w.writerow([*names, *nums, o.get("ci_method") or "", level, p])
         write_text(path, buf.getvalue())
         return Path(path)
 
@@ -240,10 +265,16 @@ class EvalResult:
         cls, data: Mapping[str, Any], *, directory: Path | None = None, source: str = "results"
     ) -> EvalResult:
         """Rebuild a result from a ``results.json`` document."""
-        if not isinstance(data, Mapping) or data.get("schema") != RESULTS_SCHEMA:
-            raise DataError(f"{source} is not an ovdiv results file (schema {RESULTS_SCHEMA!r} expected)")
-        rows = [{k: r.get(k) for k in CSV_FIELDS} for r in data.get("rows", []) if isinstance(r, Mapping)]
+        if not isinstance(data, Mapping) or data.get("schema") not in READABLE_SCHEMAS:
+            raise DataError(f"{source} is not an ovdiv results file (schema one of {list(READABLE_SCHEMAS)} expected)")
+        rows = [
+            {**{k: r.get(k) for k in ROW_FIELDS}, **{k: r[k] for k in CI_FIELDS if k in r}}
+            for r in data.get("rows", [])
+            if isinstance(r, Mapping)
+        ]
+        corr = data.get("correlation") or []
         return cls(
+            correlation=[dict(c) for c in corr if isinstance(c, Mapping)],
             rows=rows,
             metadata=dict(data.get("metadata") or {}),
             extras=dict(data.get("extras") or {}),

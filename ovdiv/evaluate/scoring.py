@@ -17,6 +17,15 @@ Rows per dataset:
   ``hash_dhash``, ``hash_whash`` (over the first ``attribution_samples`` images) and ``cka_mean`` (mean
   pairwise linear CKA of penultimate features over the first ``cka_samples`` images; the per-layer
   matrices go to the report's side data).
+
+Statistical evidence (:mod:`ovdiv.metrics.evidence`; level, resamples, method and seed from the options):
+member ``top1``/``top5`` and ``ensemble_top1``/``ensemble_top5`` rows get a binomial interval
+(``ci_low``, ``ci_high``, ``ci_method`` = ``clopper-pearson`` or ``wilson``, ``ci_level``); with the
+bootstrap on (``bootstrap > 0``) ``improvement``, ``improvement_vs_mean``, ``mean_member_top1``,
+``max_member_top1``, ``disagreement``, ``q_statistic``, ``correlation``, ``double_fault`` and ``pdr`` rows
+get a paired-bootstrap interval (``bootstrap-percentile`` / ``bootstrap-bca``); ``improvement`` rows get
+``p_value``, the exact one-sided McNemar p-value of "the ensemble beats its best member" (bootstrap or
+not). Other rows have no interval keys (no per-sample data is kept for them).
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ import numpy as np
 
 from ovdiv import metrics as mt
 from ovdiv.evaluate.options import EvalOptions
+from ovdiv.metrics.evidence import BOOTSTRAP_METRICS, SubsetEvidence, correlation_evidence, subset_evidence
+from ovdiv.types import Consensus
 
 __all__ = [
     "score_dataset",
@@ -119,6 +130,12 @@ _SCORE_SLICE = 64  # samples per PoolStats.update (its pairwise temporaries scal
 _ATTRIBUTION_METRICS = ("attribution_diversity", "attribution_rmse", *(f"hash_{h}" for h in mt.HASH_METHODS))
 
 
+def _with_ci(row: dict[str, Any], lo: Any, hi: Any, method: str, level: float) -> None:
+    lo_f, hi_f = float(lo), float(hi)
+    if np.isfinite(lo_f) and np.isfinite(hi_f):
+        row.update(ci_low=lo_f, ci_high=hi_f, ci_method=method, ci_level=float(level))
+
+
 def score_dataset(
     spec: str,
     *,
@@ -129,7 +146,7 @@ def score_dataset(
     attribution_stats: mt.AttributionDiversity | None = None,
     features: Sequence[dict[str, np.ndarray] | None] | None = None,
     examples: dict[str, np.ndarray] | None = None,
-) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]], list[dict[str, Any]]]:
     """Rows for one dataset (see module docstring) and its report side data.
 
     The pool's logits stream chunk by chunk into a :class:`ovdiv.metrics.PoolStats` that accumulates the
@@ -147,7 +164,9 @@ def score_dataset(
         examples: Example maps for the report (see :mod:`ovdiv.evaluate.results`).
 
     Returns:
-        ``(rows, {"saliency": arrays, "cka": arrays})`` (kinds present only when computed).
+        ``(rows, {"saliency": arrays, "cka": arrays}, correlation)``: side-data kinds present only when
+        computed; ``correlation`` is the dataset's correlation study with bootstrap intervals
+        (:func:`ovdiv.metrics.evidence.correlation_evidence`; empty below 3 ensembles).
     """
     m = len(names)
     k = options.subset_size or m
@@ -168,15 +187,24 @@ def score_dataset(
                 pool.update(logits[:, lo : lo + _SCORE_SLICE], labels[lo : lo + _SCORE_SLICE])
     rows: list[dict[str, Any]] = []
 
-    def row(metric: str, value: Any, *, member: str | None = None, ens: str | None = None) -> None:
-        rows.append({"ensemble": ens, "member": member, "dataset": spec, "metric": metric, "value": float(value)})
+    def row(metric: str, value: Any, *, member: str | None = None, ens: str | None = None) -> dict[str, Any]:
+        r = {"ensemble": ens, "member": member, "dataset": spec, "metric": metric, "value": float(value)}
+        rows.append(r)
+        return r
 
-    for name, vals in pool.member_metrics().items():
+    level = options.ci_level
+    member_ci = {
+        "top1": mt.binomial_interval(pool.member_top1, pool.n, level, options.binomial),
+        "top5": mt.binomial_interval(pool.member_top5, pool.n, level, options.binomial),
+    }
+    for i, (name, vals) in enumerate(pool.member_metrics().items()):
         for metric in ("top1", "top5", "nll", "ece"):
-            row(metric, vals[metric], member=name)
+            r = row(metric, vals[metric], member=name)
+            if metric in member_ci:
+                _with_ci(r, member_ci[metric][0][i], member_ci[metric][1][i], options.binomial, level)
     arrays: dict[str, dict[str, np.ndarray]] = {}
     if m < 2:
-        return rows, arrays
+        return rows, arrays, []
 
     cka: dict[str, np.ndarray] | None = None
     if features is not None and all(f is not None for f in features):
@@ -196,11 +224,39 @@ def score_dataset(
         pool.attribution.merge(attribution_stats)  # type: ignore[arg-type]
 
     per_rule = []
+    evidence: list[SubsetEvidence] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mt.MetricWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        for rule in rules:
+        for r_i, rule in enumerate(rules):
             per_rule.append(mt.score_subsets(pool, k, consensus=rule))
+            evidence.append(
+                subset_evidence(
+                    pool,
+                    k,
+                    rule,
+                    n_resamples=options.bootstrap,
+                    level=level,
+                    method=options.ci_method,
+                    binomial=options.binomial,
+                    seed=options.seed,
+                    keep_boot=r_i == 0,  # the correlation study uses the first rule's Δ
+                )
+            )
+    # row metric name -> (rule index, evidence statistic); rule-independent ones come from the first rule
+    ci_of: dict[str, tuple[int, str]] = {}
+    for r_i, rule in enumerate(rules):
+        suffix = "" if rule is Consensus.AVERAGE else f":{rule.value}"
+        for stat in (*BOOTSTRAP_METRICS, "ensemble_top5"):
+            dependent = stat in ("ensemble_top1", "ensemble_top5", "improvement", "improvement_vs_mean")
+            if dependent:
+                ci_of[stat + suffix] = (r_i, stat)
+            elif r_i == 0:
+                ci_of[stat] = (0, stat)
+    improvement_keys = {
+        ("improvement" if rule is Consensus.AVERAGE else f"improvement:{rule.value}"): r_i
+        for r_i, rule in enumerate(rules)
+    }
     for j, subset_row in enumerate(per_rule[0]):
         ens = subset_row["ensemble"]
         idx = np.asarray([names.index(n) for n in subset_row["members"]], dtype=np.int64)
@@ -212,7 +268,34 @@ def score_dataset(
                 if metric == "cka_mean" or (metric in _ATTRIBUTION_METRICS and not has_att):
                     continue
                 seen.add(metric)
-                row(metric, value, ens=ens)
+                r = row(metric, value, ens=ens)
+                if metric in ci_of:
+                    ev = evidence[ci_of[metric][0]]
+                    stat = ci_of[metric][1]
+                    if stat in ev.low:
+                        _with_ci(r, ev.low[stat][j], ev.high[stat][j], ev.method[stat], level)
+                if metric in improvement_keys:
+                    r["p_value"] = float(evidence[improvement_keys[metric]].p_value[j])
         if cka is not None and "penultimate" in cka:
             row("cka_mean", mt.pair_mean(cka["penultimate"], idx), ens=ens)
-    return rows, arrays
+    rule0 = rules[0]
+    target = "improvement" if rule0 is Consensus.AVERAGE else f"improvement:{rule0.value}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        study_rows = [dict(r) for r in per_rule[0]]
+        if cka is not None and "penultimate" in cka:
+            for r in study_rows:
+                idx = np.asarray([names.index(n) for n in r["members"]], dtype=np.int64)
+                r["cka_mean"] = mt.pair_mean(cka["penultimate"], idx)
+        absent = (*(() if has_att else _ATTRIBUTION_METRICS), *(() if cka is not None else ("cka_mean",)))
+        for r in study_rows:  # the study covers the metrics that have rows
+            for key in absent:
+                r.pop(key, None)
+        correlation = correlation_evidence(
+            study_rows,
+            evidence[0] if options.bootstrap > 0 else None,
+            dataset=spec,
+            target=target,
+            level=level,
+        )
+    return rows, arrays, correlation

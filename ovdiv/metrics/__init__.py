@@ -2,7 +2,8 @@
 
 Functional API (pure functions over numpy arrays) and streaming accumulators that share the same
 private helpers, plus :class:`PoolStats` / :func:`score_subsets` for scoring every k-subset of a pool
-from per-member and pairwise sufficient statistics, and :func:`correlation_study`.
+from per-member and pairwise sufficient statistics, and :func:`correlation_study`; confidence intervals
+and paired tests (:mod:`ovdiv.metrics.intervals`, :mod:`ovdiv.metrics.evidence`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,20 @@ from ovdiv.metrics.correlation import STUDY_METRICS as STUDY_METRICS
 from ovdiv.metrics.correlation import correlation_study as correlation_study
 from ovdiv.metrics.correlation import pearson as pearson
 from ovdiv.metrics.correlation import spearman as spearman
+from ovdiv.metrics.evidence import SubsetEvidence as SubsetEvidence
+from ovdiv.metrics.evidence import correlation_evidence as correlation_evidence
+from ovdiv.metrics.evidence import subset_bootstrap as subset_bootstrap
+from ovdiv.metrics.evidence import subset_evidence as subset_evidence
+from ovdiv.metrics.intervals import Interval as Interval
+from ovdiv.metrics.intervals import binomial_interval as binomial_interval
+from ovdiv.metrics.intervals import bootstrap_interval as bootstrap_interval
+from ovdiv.metrics.intervals import bootstrap_sums as bootstrap_sums
+from ovdiv.metrics.intervals import bootstrap_weights as bootstrap_weights
+from ovdiv.metrics.intervals import clopper_pearson as clopper_pearson
+from ovdiv.metrics.intervals import mcnemar as mcnemar
+from ovdiv.metrics.intervals import mcnemar_from_counts as mcnemar_from_counts
+from ovdiv.metrics.intervals import paired_bootstrap as paired_bootstrap
+from ovdiv.metrics.intervals import wilson as wilson
 from ovdiv.metrics.pairwise import Equitability as Equitability
 from ovdiv.metrics.pairwise import correctness as correctness
 from ovdiv.metrics.pairwise import correctness_tables as correctness_tables

@@ -71,6 +71,9 @@ class SubsetStats:
         n: Number of samples.
         fallback: Number of (subset, sample) pairs the fast path resolved with full score vectors
             (neither candidate tier was decisive).
+        correct_parts: Per-sample top-1 correctness of every subset's ensemble, one ``(n_subsets, B)``
+            bool block per batch in sample order (:attr:`correct` joins them); the paired bootstrap and
+            McNemar test of :mod:`ovdiv.metrics.evidence` need it (364 x 50 000 = 18 MB).
     """
 
     subsets: I64
@@ -83,6 +86,7 @@ class SubsetStats:
     eq_count: F64 = field(init=False)
     n: int = 0
     fallback: int = 0
+    correct_parts: list[npt.NDArray[np.bool_]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         s = self.subsets.shape[0]
@@ -92,6 +96,19 @@ class SubsetStats:
         self.ece = np.zeros((s, self.n_bins + 1, 3))
         self.eq = np.zeros((s, 2))
         self.eq_count = np.zeros((s, 2))
+        self.correct_parts = []
+
+    @property
+    def correct(self) -> npt.NDArray[np.bool_] | None:
+        """``(n_subsets, N)`` per-sample ensemble top-1 correctness, or None when not kept for every sample."""
+        got = sum(p.shape[1] for p in self.correct_parts)
+        if got != self.n:
+            return None
+        if not self.correct_parts:
+            return np.zeros((self.subsets.shape[0], 0), dtype=bool)
+        if len(self.correct_parts) > 1:
+            self.correct_parts = [np.concatenate(self.correct_parts, axis=1)]
+        return self.correct_parts[0]
 
     def add(self, other: SubsetStats) -> None:
         """Add the statistics of other samples for the same subsets."""
@@ -103,10 +120,14 @@ class SubsetStats:
         self.eq_count += other.eq_count
         self.n += other.n
         self.fallback += other.fallback
+        self.correct_parts += other.correct_parts
 
     def arrays(self, prefix: str) -> dict[str, npt.NDArray[np.generic]]:
         """Flat ``{prefix + name: array}`` for saving."""
+        correct = self.correct
+        extra = {} if correct is None else {f"{prefix}correct": np.packbits(correct, axis=1)}
         return {
+            **extra,
             f"{prefix}subsets": self.subsets,
             f"{prefix}top1": self.top1,
             f"{prefix}top5": self.top5,
@@ -129,6 +150,9 @@ class SubsetStats:
         out.eq = np.asarray(arrays[f"{prefix}eq"], dtype=np.float64)
         out.eq_count = np.asarray(arrays[f"{prefix}eq_count"], dtype=np.float64)
         out.n, out.fallback = n, fallback
+        if f"{prefix}correct" in arrays:  # files written before per-sample correctness was kept lack it
+            bits = np.asarray(arrays[f"{prefix}correct"], dtype=np.uint8)
+            out.correct_parts = [np.unpackbits(bits, axis=1, count=n).astype(bool)]
         return out
 
 
@@ -367,4 +391,5 @@ def subset_batch_stats(
     out.nll = nll.sum(axis=1)
     out.ece = _ece_update_many(conf, correct, n_bins)
     out.eq, out.eq_count = _equitability(preds, subsets, correct, c)
+    out.correct_parts = [correct]
     return out

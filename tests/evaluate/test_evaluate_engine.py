@@ -133,10 +133,31 @@ def test_second_run_served_from_cache(tiny_pool, data, tmp_path, monkeypatch):
     _assert_same(second, loaded)
     assert loaded.metadata["members"][0]["sha256"] == first.metadata["members"][0]["sha256"]
     doc = json.loads((tmp_path / "out2" / "results.json").read_text())
-    assert doc["schema"] == "ovdiv-results/1"
+    assert doc["schema"] == "ovdiv-results/2"
+    assert doc["metadata"]["ci"] == {
+        "level": 0.95,
+        "bootstrap": 2000,
+        "method": "percentile",
+        "seed": 0,
+        "binomial": "clopper-pearson",
+    }
     assert set(doc["extras"]) == {"saliency", "cka"}
+    by_metric = {(r["metric"], r["member"]): r for r in doc["rows"]}
+    for key, method in (
+        (("top1", "m0"), "clopper-pearson"),
+        (("ensemble_top1", None), "clopper-pearson"),
+        (("improvement", None), "bootstrap-percentile"),
+        (("disagreement", None), "bootstrap-percentile"),
+    ):
+        r = by_metric[key]
+        assert r["ci_method"] == method and r["ci_level"] == 0.95, key
+        assert r["ci_low"] <= r["value"] <= r["ci_high"], key
+    assert 0 <= by_metric[("improvement", None)]["p_value"] <= 1
+    assert "ci_low" not in by_metric[("ensemble_nll", None)] and "p_value" not in by_metric[("top1", "m0")]
+    assert [r.get("ci_low") for r in loaded.rows] == [r.get("ci_low") for r in second.rows]
     csv_lines = (tmp_path / "out2" / "results.csv").read_text().splitlines()
-    assert csv_lines[0] == "ensemble,member,dataset,metric,value" and len(csv_lines) == len(second.rows) + 1
+    assert csv_lines[0] == "ensemble,member,dataset,metric,value,ci_low,ci_high,ci_method,ci_level,p_value"
+    assert len(csv_lines) == len(second.rows) + 1
     sal = loaded.load_extra("saliency", "tiny")
     assert sal["maps"].shape[:2] == (3, 16) and sal["images"].shape == (16, 32, 32, 3)
     assert np.all((sal["maps"] >= 0) & (sal["maps"] <= 1))
