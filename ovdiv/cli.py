@@ -713,6 +713,21 @@ def export(
 @click.option("--cache-dir", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True)
 @click.option("--report/--no-report", "with_report", default=False, help="Also write report.html into --out.")
+@click.option("--ci-level", type=float, default=0.95, show_default=True, help="Confidence level of the intervals.")
+@click.option(
+    "--bootstrap",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Paired-bootstrap resamples over images (seeded by --seed); 0 switches the bootstrap off.",
+)
+@click.option(
+    "--ci-method",
+    default="percentile",
+    show_default=True,
+    type=click.Choice(["percentile", "bca"]),
+    help="Bootstrap interval.",
+)
 def evaluate(
     more_members: tuple[Path, ...],
     ensemble_paths: tuple[Path, ...],
@@ -737,6 +752,9 @@ def evaluate(
     cache_dir: Path | None,
     out: Path,
     with_report: bool,
+    ci_level: float,
+    bootstrap: int,
+    ci_method: str,
 ) -> None:
     """Evaluate an ensemble (or every k-subset of a pool) of deployed members.
 
@@ -776,6 +794,9 @@ def evaluate(
             seed=seed,
             data_root=data_root,
             cache_dir=cache_dir,
+            ci_level=ci_level,
+            bootstrap=bootstrap,
+            ci_method=ci_method,
             out=None,
             progress=progress,
         )
@@ -845,7 +866,7 @@ def _render_verdict(verdict: Any, show_rows: bool) -> None:
     shown = [c for c in verdict.checks if show_rows or not c.passed]
     if shown:
         detail = Table(title="failing checks" if not show_rows else "checks", title_justify="left")
-        for col in ("rule", "dataset", "ensemble / member", "value", "baseline", "observed", "bounds", "note"):
+        for col in ("rule", "dataset", "ensemble / member", "estimate", "interval", "p", "bounds", "verdict", "note"):
             detail.add_column(col)
         for c in shown[:200]:
             bounds = " ".join(
@@ -853,14 +874,24 @@ def _render_verdict(verdict: Any, show_rows: bool) -> None:
                 for b in (f">={c.min:g}" if c.min is not None else "", f"<={c.max:g}" if c.max is not None else "")
                 if b
             )
+            if c.bound:
+                bounds += f" ({c.bound} bound)"
+            interval = ""
+            if c.ci_low is not None and c.ci_high is not None:
+                level = f"{100 * c.ci_level:g}% " if c.ci_level else ""
+                interval = f"{level}[{c.ci_low:.4f}, {c.ci_high:.4f}]"
+            mark = "[green]PASS[/]" if c.passed else "[red]FAIL[/]"
+            if not c.passed and c.passed_on_estimate:
+                mark = "[red]FAIL[/] (passes on estimate)"
             detail.add_row(
                 c.rule,
                 c.dataset or "",
                 c.ensemble or c.member or "",
-                _fmt(c.value),
-                _fmt(c.baseline),
                 _fmt(c.observed),
+                interval,
+                "" if c.p_value is None else f"{c.p_value:.3g}",
                 bounds,
+                mark,
                 c.note,
             )
         console.print(detail)
