@@ -5,6 +5,12 @@ Prints ONE JSON line. Timed separately:
   update_s  PoolStats.update over all batches: per-member, pairwise and all-subset ensemble statistics
             (the one pass over the logits, streaming, as the evaluation engine does),
   score_s   score_subsets(pool, k): every metric of every subset from the accumulated statistics.
+  intervals_s  subset_evidence(pool, k): confidence intervals for every subset — Clopper-Pearson of the
+            ensemble top-1/top-5, exact McNemar vs the best member, and a paired bootstrap over images
+            (--bootstrap resamples, default 2000; --ci-method percentile|bca) of Δ, Δ vs mean, member
+            accuracies and the pairwise diversity metrics, all resamples as ONE matrix product; run in a
+            forked child holding the pool, whose peak RSS (pool + interval temporaries) is
+            intervals_peak_rss_gb. Interval cost does not depend on the number of classes.
 A side-by-side check on a slice: the exact fast path (certified top-K bound + factorised log-sum-exp)
 vs the per-subset reference loop over full score vectors — max abs difference and speed ratio.
 Peak RSS is the process maximum (ru_maxrss); the 1-minute load average at start and end is recorded
@@ -19,13 +25,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import multiprocessing as mp
 import os
 import resource
 import time
+from typing import Any
 
 import numpy as np
 
 from ovdiv.metrics import PoolStats, score_subsets
+from ovdiv.metrics.evidence import subset_evidence
 from ovdiv.metrics.subsets import subset_batch_stats
 from ovdiv.types import Consensus
 
@@ -53,6 +62,8 @@ def main() -> None:
     ap.add_argument("--feature-samples", type=int, default=2000, help="samples that also get CKA features")
     ap.add_argument("--check-samples", type=int, default=256, help="slice for the fast-vs-reference check")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the intervals (0: off)")
+    ap.add_argument("--ci-method", default="percentile", choices=["percentile", "bca"])
     args = ap.parse_args()
     m, n, c, k, bs = args.members, args.samples, args.classes, args.k, args.batch
     load_start = os.getloadavg()[0]
@@ -108,6 +119,7 @@ def main() -> None:
         float(np.abs(fast.ece - ref.ece).max() / yc.size),
     )
     deltas = np.array([r["improvement"] for r in rows])
+    intervals = _time_intervals(pool, k, args.bootstrap, args.ci_method)
     out = {
         "bench": "subsets",
         "members": m,
@@ -128,10 +140,40 @@ def main() -> None:
         "slice_max_abs_diff": max_diff,
         "mean_member_top1": round(float(np.mean([r["mean_member_top1"] for r in rows])), 4),
         "improvement_range": [round(float(deltas.min()), 4), round(float(deltas.max()), 4)],
+        **intervals,
         "load_avg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "cpus": os.cpu_count(),
     }
     print(json.dumps(out))
+
+
+def _intervals_child(pool: PoolStats, k: int, b: int, method: str, conn: Any) -> None:
+    t0 = time.perf_counter()
+    ev = subset_evidence(pool, k, n_resamples=b, method=method, seed=0)
+    dt = time.perf_counter() - t0
+    width = ev.high["improvement"] - ev.low["improvement"] if b else np.array([np.nan])
+    conn.send(
+        {
+            "intervals_s": round(dt, 2),
+            "intervals_peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3),
+            "intervals_resamples": b,
+            "intervals_method": method,
+            "improvement_ci_width_median": round(float(np.median(width)), 5),
+            "mcnemar_p_below_0.05": int((ev.p_value < 0.05).sum()),
+        }
+    )
+    conn.close()
+
+
+def _time_intervals(pool: PoolStats, k: int, b: int, method: str) -> dict[str, Any]:
+    """Run subset_evidence in a forked child (its peak RSS is the pool plus the interval work)."""
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_intervals_child, args=(pool, k, b, method, child))
+    proc.start()
+    out: dict[str, Any] = parent.recv()
+    proc.join()
+    return out
 
 
 if __name__ == "__main__":

@@ -22,3 +22,5 @@ def test_bench_subsets_tiny():
     assert res["slice_max_abs_diff"] <= 1e-9
     assert res["score_s"] >= 0 and res["peak_rss_gb"] > 0
     assert res["metrics_per_row"] == 23
+    assert res["intervals_resamples"] == 2000 and res["intervals_s"] >= 0 and res["intervals_peak_rss_gb"] > 0
+    assert 0 < res["improvement_ci_width_median"] < 1
