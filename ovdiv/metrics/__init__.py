@@ -66,6 +66,7 @@ from ovdiv.metrics.intervals import clopper_pearson as clopper_pearson
 from ovdiv.metrics.intervals import mcnemar as mcnemar
 from ovdiv.metrics.intervals import mcnemar_from_counts as mcnemar_from_counts
 from ovdiv.metrics.intervals import paired_bootstrap as paired_bootstrap
+from ovdiv.metrics.intervals import paired_difference as paired_difference
 from ovdiv.metrics.intervals import wilson as wilson
 from ovdiv.metrics.pairwise import Equitability as Equitability
 from ovdiv.metrics.pairwise import correctness as correctness

@@ -113,6 +113,26 @@ def test_vectorised_bootstrap_equals_scipy_bootstrap(method) -> None:
     assert lo == pytest.approx(ref.low, abs=1e-9) and hi == pytest.approx(ref.high, abs=1e-9)
 
 
+@pytest.mark.parametrize("method", ["percentile", "bca"])
+def test_paired_difference_equals_scipy(method) -> None:
+    rng = np.random.default_rng(9)
+    ens = rng.random(250) < 0.8
+    mem = np.where(rng.random(250) < 0.7, ens, rng.random(250) < 0.6)
+    got, p = om.paired_difference(ens, mem, n_resamples=300, seed=2, method=method)
+    ref = om.paired_bootstrap(
+        [ens.astype(float), mem.astype(float)],
+        lambda a, b, axis: a.sum(axis) - b.sum(axis),  # integer-valued: ties with θ̂ are exact (BCa's z0)
+        n_resamples=300,
+        seed=2,
+        method=method,
+    )
+    assert got.estimate == pytest.approx(ens.mean() - mem.mean())
+    assert got.low == pytest.approx(ref.low / 250, abs=1e-12) and got.high == pytest.approx(ref.high / 250, abs=1e-12)
+    assert got.method == f"bootstrap-{method}" and got.level == 0.95
+    b, c = int(np.sum(ens & ~mem)), int(np.sum(~ens & mem))
+    assert p == pytest.approx(stats.binomtest(b, b + c, 0.5).pvalue)
+
+
 def _pool_data(seed: int = 1, m: int = 4, n: int = 60):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 5, n)
