@@ -149,12 +149,16 @@ def main() -> None:
 
 def _intervals_child(pool: PoolStats, k: int, b: int, method: str, conn: Any) -> None:
     t0 = time.perf_counter()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     ev = subset_evidence(pool, k, n_resamples=b, method=method, seed=0)
     dt = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     width = ev.high["improvement"] - ev.low["improvement"] if b else np.array([np.nan])
     conn.send(
         {
             "intervals_s": round(dt, 2),
+            "intervals_cpu_s": round(cpu, 2),  # all threads; wall time depends on the shared machine's load
             "intervals_peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3),
             "intervals_resamples": b,
             "intervals_method": method,
