@@ -57,6 +57,10 @@ def test_cli_ensemble_and_pool(tiny_pool, tmp_path):
             "average",
             "--consensus",
             "majority",
+            "--bootstrap",
+            "0",
+            "--ci-level",
+            "0.9",
         ],
         tmp_path,
     )
@@ -66,11 +70,27 @@ def test_cli_ensemble_and_pool(tiny_pool, tmp_path):
     metrics = {r["metric"] for r in doc["rows"]}
     assert {"ensemble_top1", "ensemble_top1:majority", "cka_mean", "top1"} <= metrics
     assert doc["metadata"]["datasets"][0]["spec"] == "demo" and doc["metadata"]["datasets"][0]["manifest"]["n"] == 32
+    # --bootstrap 0: binomial intervals (at --ci-level) and McNemar p-values remain, no bootstrap intervals
+    assert doc["metadata"]["ci"]["bootstrap"] == 0 and doc["metadata"]["ci"]["level"] == 0.9
+    by = {(r["metric"], r["member"]): r for r in doc["rows"]}
+    assert (
+        by[("top1", "m0")]["ci_level"] == 0.9 and by[("ensemble_top1:majority", None)]["ci_method"] == "clopper-pearson"
+    )
+    assert "ci_low" not in by[("improvement", None)] and 0 <= by[("improvement:majority", None)]["p_value"] <= 1
     args = ["evaluate", "--pool", *ir, "--size", "2", "--dataset", "demo", "--limit", "32"]
     res = _run([*args, "--attribution", "none", "--cka-samples", "16"], tmp_path)
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "out" / "results.json").read_text())
     assert sorted({r["ensemble"] for r in doc["rows"] if r["ensemble"]}) == ["m0+m1", "m0+m2", "m1+m2"]
+    imp = [r for r in doc["rows"] if r["metric"] == "improvement"]
+    assert all(r["ci_method"] == "bootstrap-percentile" and r["ci_low"] <= r["value"] <= r["ci_high"] for r in imp)
+    corr = {c["metric"]: c for c in doc["correlation"]}
+    assert corr["disagreement"]["n_ensembles"] == 3 and corr["disagreement"]["ci_level"] == 0.95
+    assert (
+        (tmp_path / "out" / "results.csv")
+        .read_text()
+        .startswith("ensemble,member,dataset,metric,value,ci_low,ci_high,ci_method,ci_level,p_value\n")
+    )
     assert doc["metadata"]["cache"]["misses"] == {}  # logits and features came from the first command's cache
 
 
@@ -110,3 +130,7 @@ def test_cli_usage_errors(tiny_pool, tmp_path):
     assert res.exit_code == 2 and "--size needs --pool" in res.output
     res = _run(["evaluate", "--ensemble", ir, "--pool", ir, "--dataset", "demo"], tmp_path)
     assert res.exit_code == 2 and "either --ensemble or --pool" in res.output
+    res = _run(["evaluate", "--ensemble", ir, "--dataset", "demo", "--ci-level", "1.5"], tmp_path)
+    assert res.exit_code == 2 and "--ci-level 1.5 is not in [0.5, 1)" in res.output
+    res = _run(["evaluate", "--ensemble", ir, "--dataset", "demo", "--bootstrap", "-1"], tmp_path)
+    assert res.exit_code == 2 and "--bootstrap must be >= 0" in res.output
