@@ -36,6 +36,7 @@ resamples. The jackknife (for BCa) of such statistics is closed-form: leave-one-
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -370,6 +371,8 @@ def paired_bootstrap(
     if method not in BOOTSTRAP_METHODS:
         raise _fail("method", f"one of {list(BOOTSTRAP_METHODS)}", repr(method))
     arrays = [np.asarray(d) for d in data]
+    # scipy >= 1.15 names the generator ``rng``; older versions ``random_state`` (same Generator draws)
+    key = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
     res = stats.bootstrap(
         arrays,
         statistic,
@@ -378,7 +381,7 @@ def paired_bootstrap(
         method="BCa" if method == "bca" else "percentile",
         paired=True,
         vectorized=True,
-        rng=np.random.default_rng(seed),
+        **{key: np.random.default_rng(seed)},
     )
     est = statistic(*arrays, axis=-1)
     ci = res.confidence_interval
