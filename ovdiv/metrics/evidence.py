@@ -33,7 +33,8 @@ Every bootstrapped statistic is a function of weighted sums of per-sample 0/1 va
 ``X = [E (S), C (M), both-correct (P), different-prediction (P)]`` (P = M(M−1)/2 member pairs), so all
 resamples of all of them come from ONE matrix product ``X @ Wᵀ`` with the multinomial count matrix
 ``W (B, N)`` (:func:`~ovdiv.metrics.intervals.bootstrap_sums`). BCa's jackknife uses the closed-form
-leave-one-out sums ``Σ X − X[:, i]`` (chunked over images).
+leave-one-out sums ``Σ X − X[:, i]``, streamed over image blocks into power sums (the acceleration needs
+only ``Σ d²`` and ``Σ d³``), so memory stays O(S·B + R·block).
 
 :func:`correlation_evidence` adds percentile-bootstrap intervals to the correlation study (Pearson and
 Spearman of each metric vs Δ across subsets): on each image resample every subset's Δ and metric are
@@ -57,6 +58,7 @@ from ovdiv.metrics.correlation import _pearson, _rank
 from ovdiv.metrics.intervals import (
     BOOTSTRAP_METHODS,
     CI_METHOD_NAMES,
+    acceleration_from_moments,
     binomial_interval,
     bootstrap_interval,
     bootstrap_weights,
@@ -268,21 +270,23 @@ def subset_bootstrap(
     del w
     boot = _statistics(*split(sums), float(n), sub, pi, pj, sub_pairs)
     del sums
-    jack: dict[str, F64] | None = None
-    if method == "bca":
-        parts: dict[str, list[F64]] = {}
+    accel: dict[str, F64] = {}
+    if method == "bca":  # jackknife streamed in image blocks: power sums of θ_(i) − θ̂, never (S, N) at once
+        moments: dict[str, list[F64]] = {}
         for lo in range(0, n, _JACK_CHUNK):
             loo = totals[:, None] - x[:, lo : lo + _JACK_CHUNK].astype(np.float64)
             for k, v in _statistics(*split(loo), float(n - 1), sub, pi, pj, sub_pairs).items():
-                parts.setdefault(k, []).append(v)
-        jack = {k: np.concatenate(v, axis=1) for k, v in parts.items()}
+                u = v - est[k][:, None]
+                acc = moments.setdefault(k, [np.zeros(s_count), np.zeros(s_count), np.zeros(s_count)])
+                acc[0] += u.sum(axis=1)
+                acc[1] += (u * u).sum(axis=1)
+                acc[2] += (u * u * u).sum(axis=1)
+        accel = {k: acceleration_from_moments(n, *v) for k, v in moments.items()}
     name = CI_METHOD_NAMES[method]
     for k in BOOTSTRAP_METRICS:
         if k == "pdr" and member_preds is None:
             continue
-        lo_, hi_ = bootstrap_interval(
-            boot[k], level, method, estimate=est[k], jackknife=None if jack is None else jack[k]
-        )
+        lo_, hi_ = bootstrap_interval(boot[k], level, method, estimate=est[k], acceleration=accel.get(k))
         out.low[k], out.high[k], out.method[k] = lo_, hi_, name
         if keep_boot:
             out.boot[k] = boot[k]

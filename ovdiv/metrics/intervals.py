@@ -62,6 +62,7 @@ __all__ = [
     "bootstrap_sums",
     "percentile_interval",
     "bca_interval",
+    "acceleration_from_moments",
     "bootstrap_interval",
     "paired_bootstrap",
     "paired_difference",
@@ -291,26 +292,53 @@ def _quantile_last(t: F64, q: F64) -> F64:
     return np.where(np.isnan(t).any(axis=-1), np.nan, out)
 
 
+def acceleration_from_moments(count: int, s1: F64, s2: F64, s3: F64) -> F64:
+    """BCa acceleration ``Σ d³ / (6 (Σ d²)^{3/2})`` from streamed power sums of ``u_i = θ_(i) − c``.
+
+    ``c`` is any centre close to the jackknife values (the estimate θ̂): with ``m = Σu / n``,
+    ``Σ d² = Σu² − n m²`` and ``Σ d³ = −(Σu³ − 3 m Σu² + 2 n m³)`` (``d = θ̄ − θ_(i)``), so N jackknife
+    values never need to be held at once.
+    """
+    m = s1 / count
+    d2 = s2 - count * m * m
+    d3 = -(s3 - 3 * m * s2 + 2 * count * m**3)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out: F64 = d3 / (6.0 * np.maximum(d2, 0.0) ** 1.5)
+    return out
+
+
 def bca_interval(
-    boot: npt.ArrayLike, estimate: npt.ArrayLike, jackknife: npt.ArrayLike, level: float = 0.95
+    boot: npt.ArrayLike,
+    estimate: npt.ArrayLike,
+    jackknife: npt.ArrayLike | None = None,
+    level: float = 0.95,
+    *,
+    acceleration: npt.ArrayLike | None = None,
 ) -> tuple[F64, F64]:
     """BCa interval from bootstrap values ``(..., B)``, the estimate ``(...)`` and jackknife values ``(..., N)``.
 
-    Formulas in the module docstring; ``jackknife`` holds the leave-one-out statistics.
+    Formulas in the module docstring; ``jackknife`` holds the leave-one-out statistics (or pass the
+    ``acceleration`` computed from them, e.g. by :func:`acceleration_from_moments`).
 
     NaN where the interval is undefined (NaN statistics, degenerate distribution).
     """
     a_ = _alpha(level)
     t = np.asarray(boot, dtype=np.float64)
     th = np.asarray(estimate, dtype=np.float64)[..., None]
-    jk = np.asarray(jackknife, dtype=np.float64)
+    if acceleration is None:
+        if jackknife is None:
+            raise _fail("jackknife", "jackknife values or the acceleration", "neither")
+        jk = np.asarray(jackknife, dtype=np.float64)
+        d = jk.mean(axis=-1, keepdims=True) - jk
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc = (d**3).sum(axis=-1) / (6.0 * ((d**2).sum(axis=-1)) ** 1.5)
+    else:
+        acc = np.asarray(acceleration, dtype=np.float64)
     nb = t.shape[-1]
     tol = 1e-12 * np.maximum(1.0, np.abs(th))  # ties with θ̂ up to rounding (discrete statistics tie often)
     pct = ((t < th - tol).sum(axis=-1) + (t <= th + tol).sum(axis=-1)) / (2.0 * nb)
     with np.errstate(invalid="ignore", divide="ignore"):
         z0 = special.ndtri(pct)
-        d = jk.mean(axis=-1, keepdims=True) - jk
-        acc = (d**3).sum(axis=-1) / (6.0 * ((d**2).sum(axis=-1)) ** 1.5)
         z = float(special.ndtri(a_ / 2))
         n1, n2 = z0 + z, z0 - z
         a1 = special.ndtr(z0 + n1 / (1 - acc * n1))
@@ -330,14 +358,15 @@ def bootstrap_interval(
     *,
     estimate: npt.ArrayLike | None = None,
     jackknife: npt.ArrayLike | None = None,
+    acceleration: npt.ArrayLike | None = None,
 ) -> tuple[F64, F64]:
-    """:func:`percentile_interval` or :func:`bca_interval` (needs ``estimate`` and ``jackknife``)."""
+    """:func:`percentile_interval` or :func:`bca_interval` (needs ``estimate`` and ``jackknife``/``acceleration``)."""
     if method == "percentile":
         return percentile_interval(boot, level)
     if method == "bca":
-        if estimate is None or jackknife is None:
+        if estimate is None or (jackknife is None and acceleration is None):
             raise _fail("jackknife", "the estimate and jackknife values for a BCa interval", "None")
-        return bca_interval(boot, estimate, jackknife, level)
+        return bca_interval(boot, estimate, jackknife, level, acceleration=acceleration)
     raise _fail("method", f"one of {list(BOOTSTRAP_METHODS)}", repr(method))
 
 
