@@ -152,6 +152,8 @@ def diversity_scatter(
             size = np.where(np.isfinite(size), size, 20.0)
             if intervals is not None:
                 _whiskers(ax, np.asarray(xs, dtype=float), intervals)
+                if len(xs) > _MANY_WHISKERS:  # small markers, or they hide the whiskers
+                    size = size / 4
             sc = ax.scatter(
                 xs, ys, c=acc, s=size, cmap="viridis", vmin=vmin, vmax=vmax, alpha=0.85, linewidths=0, zorder=3
             )
@@ -173,11 +175,14 @@ def diversity_scatter(
         return _png(fig)
 
 
+_MANY_WHISKERS = 60
+
+
 def _whiskers(ax: Any, xs: np.ndarray, intervals: tuple[Any, Any]) -> None:
     """Vertical interval whiskers at ``xs``, coloured by the interval's position relative to 0."""
     lo, hi = (np.asarray(a, dtype=float) for a in intervals)
     ok = np.isfinite(xs) & np.isfinite(lo) & np.isfinite(hi)
-    many = ok.sum() > 60
+    many = ok.sum() > _MANY_WHISKERS
     for mask, colour in ((ok & (lo > 0), "#1a9641"), (ok & (hi < 0), "#d7191c"), (ok & (lo <= 0) & (hi >= 0), "#888")):
         if mask.any():
             ax.vlines(
@@ -185,8 +190,8 @@ def _whiskers(ax: Any, xs: np.ndarray, intervals: tuple[Any, Any]) -> None:
                 lo[mask],
                 hi[mask],
                 colors=colour,
-                lw=0.5 if many else 0.9,
-                alpha=0.45 if many else 0.8,
+                lw=0.6 if many else 0.9,
+                alpha=0.6 if many else 0.8,
                 zorder=2,
             )
 

@@ -249,18 +249,20 @@ def _level(level: float | None) -> str:
 _METHOD_WORDS = {
     "clopper-pearson": "exact binomial (Clopper-Pearson)",
     "wilson": "Wilson score",
-    "bootstrap-percentile": "paired bootstrap over images, percentile",
-    "bootstrap-bca": "paired bootstrap over images, BCa",
+    "bootstrap-percentile": "bootstrap, percentile",
+    "bootstrap-bca": "bootstrap, BCa",
 }
 
 
-def _method_words(method: str, md_ci: Mapping[str, Any]) -> str:
+def _method_words(method: str, md_ci: Mapping[str, Any] | None = None, *, paired: bool = True) -> str:
+    """Words for a ``ci_method``; a row's bootstrap is paired over images (with resamples and seed when known)."""
     words = _METHOD_WORDS.get(method, method)
-    if method.startswith("bootstrap"):
+    if method.startswith("bootstrap") and paired:
+        words = words.replace("bootstrap", "paired bootstrap over images", 1)
         extra = []
-        if md_ci.get("bootstrap"):
+        if md_ci and md_ci.get("bootstrap"):
             extra.append(f"{int(md_ci['bootstrap']):,} resamples")
-        if md_ci.get("seed") is not None:
+        if md_ci and md_ci.get("seed") is not None:
             extra.append(f"seed {md_ci['seed']}")
         if extra:
             words += ", " + ", ".join(extra)
@@ -349,8 +351,9 @@ def _summary(data: dict[str, Any], idx: _Rows, verdict: Mapping[str, Any] | None
     if any_ci:
         parts.append(
             _note(
-                "Δ = ensemble top-1 − best member top-1 (averaging); p = McNemar exact test of ensemble vs best "
-                "member where given. 'Δ lower bound > 0': ensembles whose interval for Δ lies above 0."
+                "Δ = ensemble top-1 − best member top-1 (averaging); p = the p-value recorded with that Δ (McNemar "
+                "exact test, ensemble vs best member). 'Δ lower bound > 0': ensembles whose interval for Δ lies "
+                "above 0."
             )
         )
     parts.append(
@@ -443,7 +446,7 @@ def _accuracy(data: dict[str, Any], idx: _Rows) -> str:
         if any(cis)
     }
     kinds = sorted(set().union(*idx.methods(["top1", "ensemble_top1"]).values()))
-    label = " or ".join(f"{_level(lv)} {_METHOD_WORDS.get(m, m)}" for m, lv in kinds) + " interval"
+    label = " or ".join(f"{_level(lv)} {_method_words(m)}" for m, lv in kinds) + " interval"
     png = figures.accuracy_bars(idx.datasets, members, ensembles, intervals=intervals or None, interval_label=label)
     parts = [_img(png, "accuracy per dataset")]
     if len(shown) < len(idx.ensembles):
@@ -519,7 +522,7 @@ def _diversity(data: dict[str, Any], idx: _Rows, params: Mapping[str, float]) ->
             if any(cis):
                 intervals = ([c.low if c else math.nan for c in cis], [c.high if c else math.nan for c in cis])
                 kinds = sorted({(c.method, c.level) for c in cis if c})
-                label = "; ".join(f"{_level(lv)} {_METHOD_WORDS.get(m, m)}" for m, lv in kinds) + " interval"
+                label = " or ".join(f"{_level(lv)} {_method_words(m)}" for m, lv in kinds) + " interval"
                 whisker_sets += 1
             n_ci = sum(c is not None for c in cis)
             inline = n_ci <= _WHISKERS_INLINE
@@ -529,7 +532,7 @@ def _diversity(data: dict[str, Any], idx: _Rows, params: Mapping[str, float]) ->
                 ),
                 f"improvement vs diversity {title}",
             )
-            if intervals is not None and not inline:
+            if intervals is not None and not inline and not suffix:  # second figures: averaging only (size)
                 whiskers = _img(
                     figures.diversity_scatter(panels, title=title, intervals=intervals, interval_label=label),
                     f"improvement vs diversity with intervals {title}",
@@ -545,8 +548,9 @@ def _diversity(data: dict[str, Any], idx: _Rows, params: Mapping[str, float]) ->
     text = "One figure per dataset and consensus rule; click a title to open it."
     if whisker_sets and len(idx.ensembles) > _WHISKERS_INLINE:
         text += (
-            f" With {len(idx.ensembles)} ensembles the interval whiskers on Δ would hide the points: each figure "
-            "has a second one with whiskers, one click further."
+            f" With {len(idx.ensembles)} ensembles the interval whiskers on Δ would hide the points: each "
+            "averaging figure has a second one with whiskers, one click further (other consensus rules: the "
+            "intervals are in results.json)."
         )
     out = _note(text) + "".join(parts)
     if whisker_sets:
@@ -589,7 +593,7 @@ def _correlation_given(entries: list[Any]) -> str:
         parts.append(_table([f"{title} with Δ", *datasets], rows))
     n = sorted({int(c["n_ensembles"]) for c in by.values() if _finite(c.get("n_ensembles")) is not None})
     kinds = sorted({(str(c.get("ci_method") or ""), _finite(c.get("ci_level"))) for c in by.values()})
-    hows = [f"{_level(lv)} {_METHOD_WORDS.get(m, m)}" for m, lv in kinds if m]
+    hows = [f"{_level(lv)} {_method_words(m, paired=False)}" for m, lv in kinds if m]
     if hows:
         method = f"Intervals in brackets: {' or '.join(hows)} (as recorded in the results)."
     else:
@@ -799,7 +803,8 @@ def _criterion(c: Mapping[str, Any]) -> str:
         text += f" on the {c['bound']} bound"
     if c.get("test"):
         alpha = _finite(c.get("alpha"))
-        text += f"; {c['test']} test" + (f" at α={alpha:g}" if alpha is not None else "")
+        test = {"mcnemar": "McNemar"}.get(str(c["test"]), str(c["test"]))
+        text += f"; {test} test" + (f" at α={alpha:g}" if alpha is not None else "")
     return text
 
 

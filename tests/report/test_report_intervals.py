@@ -279,15 +279,15 @@ def test_report_shows_intervals_and_method_sentences(tmp_path, monkeypatch) -> N
     corr = _section(text, "correlation")
     assert '0.412 <span class="ci">[0.300, 0.520]</span>' in corr
     assert '-0.250 <span class="ci">[-0.400, -0.100]</span>' in corr
-    assert "95 % paired bootstrap over images, percentile" in corr and "Over 4 ensembles" in corr
+    assert "Intervals in brackets: 95 % bootstrap, percentile (as recorded" in corr and "Over 4 ensembles" in corr
 
     # policy: estimate, interval, criterion and the pass-on-estimate flag
     policy = _section(text, "policy")
     assert "1 check(s) pass on the point estimate but not on the confidence bound" in policy
     assert "⚠ passes on the estimate" in policy and "⚠ 1 pass only on the estimate" in policy
     assert "[0.0031, 0.0209]" in policy and "≥ 0.0050 on the lower bound" in policy
-    assert "mcnemar test at α=0.05" in policy and "&lt;0.001" in policy
-    assert policy.index("passes on the estimate 0.0120") < policy.index("mcnemar test")  # flagged first
+    assert "McNemar test at α=0.05" in policy and "&lt;0.001" in policy
+    assert policy.index("passes on the estimate 0.0120") < policy.index("McNemar test")  # flagged first
 
     # saliency: right and wrong samples, members agreeing and split, labelled
     ((args, kwargs),) = grid.calls
