@@ -558,7 +558,8 @@ def evaluate(
         data_root: Root of on-disk datasets (ImageNet etc.).
         seed: Dataset seed and majority-vote tie-break seed.
         chunk_size: Images per cached chunk (resume granularity).
-        examples: Attribution maps kept per dataset for the report.
+        examples: Attribution maps kept per dataset for the report (from the first chunk: samples the
+            ensemble gets right and wrong, members agreeing and not; see :func:`pick_examples`).
         out: Write ``results.json``, ``results.csv`` and ``extras/`` here.
         progress: Progress callback.
 

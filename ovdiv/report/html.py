@@ -379,6 +379,7 @@ def _evidence(data: dict[str, Any]) -> str:
         ("device", md.get("device", "?")),
         ("inference precision", md.get("precision", "?")),
     ]
+    general.append(("confidence intervals", _ci_settings(md.get("ci"))))
     general += [(f"{k} version", v) for k, v in versions.items()]
     parts.append(_table(["field", "value"], [(k, _Raw(_esc(v))) for k, v in general]))
     members = md.get("members", [])
@@ -423,6 +424,22 @@ def _evidence(data: dict[str, Any]) -> str:
         parts.append("<h3>Timings (s)</h3>")
         parts.append(_table(["stage", "seconds"], [(k, v) for k, v in timings.items()]))
     return "".join(parts)
+
+
+def _ci_settings(ci: Any) -> str:
+    """The run's interval settings (``metadata.ci``) in words, for the evidence table."""
+    if not isinstance(ci, Mapping):
+        return "none recorded (point estimates)"
+    parts = [f"level {_level(_finite(ci.get('level')))}"]
+    if ci.get("binomial"):
+        parts.append(f"accuracies: {_method_words(str(ci['binomial']))}")
+    if ci.get("bootstrap"):
+        parts.append(f"paired quantities: bootstrap ({ci.get('method', '?')}), {int(ci['bootstrap']):,} resamples")
+    else:
+        parts.append("bootstrap off")
+    if ci.get("seed") is not None:
+        parts.append(f"seed {ci['seed']}")
+    return "; ".join(parts)
 
 
 def _shown_ensembles(idx: _Rows, limit: int = 4) -> list[str]:

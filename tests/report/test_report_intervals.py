@@ -256,6 +256,10 @@ def test_report_shows_intervals_and_method_sentences(tmp_path, monkeypatch) -> N
     for sid in ("summary", "accuracy"):
         assert "95 % exact binomial (Clopper-Pearson)" in _section(text, sid), sid
     assert "95 % paired bootstrap over images, percentile, 2,000 resamples, seed 0" in summary
+    assert (
+        "level 95 %; accuracies: exact binomial (Clopper-Pearson); paired quantities: bootstrap (percentile), "
+        "2,000 resamples; seed 0" in _section(text, "evidence")
+    )
 
     # accuracy figure: every member and shown ensemble gets its interval per dataset
     ((args, kwargs),) = bars.calls
@@ -330,6 +334,7 @@ def test_old_results_still_render(tmp_path, monkeypatch) -> None:
     }
     text = write_report(root, verdict=verdict).read_text()
     assert 'class="ci"' not in text
+    assert "none recorded (point estimates)" in _section(text, "evidence")
     assert "Point estimates only: these results (schema ovdiv-results/1) carry no confidence intervals" in (
         _section(text, "summary")
     )
