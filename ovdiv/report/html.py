@@ -100,7 +100,6 @@ class _CI:
     high: float
     method: str
     level: float
-    p_value: float | None
 
 
 def _finite(v: Any) -> float | None:
@@ -117,7 +116,7 @@ def _row_ci(r: Mapping[str, Any]) -> _CI | None:
     if lo is None or hi is None:
         return None
     level = _finite(r.get("ci_level"))
-    return _CI(lo, hi, str(r.get("ci_method") or "unknown method"), level or float("nan"), _finite(r.get("p_value")))
+    return _CI(lo, hi, str(r.get("ci_method") or "unknown method"), level or float("nan"))
 
 
 class _Rows:
@@ -129,6 +128,7 @@ class _Rows:
         self.ensemble: dict[tuple[str, str, str], float] = {}
         self.member_ci: dict[tuple[str, str, str], _CI] = {}
         self.ensemble_ci: dict[tuple[str, str, str], _CI] = {}
+        self.ensemble_p: dict[tuple[str, str, str], float] = {}  # p-values of tests (e.g. McNemar on Δ)
         for r in self.rows:
             v = float("nan") if r.get("value") is None else float(r["value"])
             key_ds = str(r.get("dataset"))
@@ -143,6 +143,9 @@ class _Rows:
                 self.ensemble[key] = v
                 if ci is not None:
                     self.ensemble_ci[key] = ci
+                p = _finite(r.get("p_value"))
+                if p is not None:
+                    self.ensemble_p[key] = p
         self.datasets = list(dict.fromkeys(str(r.get("dataset")) for r in self.rows))
         self.members = list(dict.fromkeys(r["member"] for r in self.rows if r.get("member") is not None))
         self.ensembles = list(
@@ -161,6 +164,9 @@ class _Rows:
 
     def eci(self, ens: str, dataset: str, metric: str) -> _CI | None:
         return self.ensemble_ci.get((ens, dataset, metric))
+
+    def ep(self, ens: str, dataset: str, metric: str) -> float | None:
+        return self.ensemble_p.get((ens, dataset, metric))
 
     def methods(self, metrics: Iterable[str]) -> dict[str, set[tuple[str, float]]]:
         """``metric -> {(ci_method, ci_level)}`` over every row of the given metrics that has an interval."""
@@ -228,12 +234,14 @@ def _note(text: str) -> str:
     return f'<p class="note">{_esc(text)}</p>'
 
 
-def _with_ci(v: float, ci: _CI | None, *, p_value: bool = False) -> Any:
-    """A table cell ``0.712 [0.699, 0.725]`` (3 decimals), or the bare value when there is no interval."""
-    if ci is None or not math.isfinite(v):
+def _with_ci(v: float, ci: _CI | None, *, p: float | None = None) -> Any:
+    """A table cell ``0.712 [0.699, 0.725] p=0.012`` (3 decimals), or the bare value with neither."""
+    if (ci is None and p is None) or not math.isfinite(v):
         return v
-    p = f" p={_pval(ci.p_value)}" if p_value and ci.p_value is not None else ""
-    return _Raw(f'{v:.3f} <span class="ci">[{ci.low:.3f}, {ci.high:.3f}]{p}</span>')
+    extra = f"[{ci.low:.3f}, {ci.high:.3f}]" if ci is not None else ""
+    if p is not None:
+        extra += f" p={_pval(p)}"
+    return _Raw(f'{v:.3f} <span class="ci">{extra.strip()}</span>')
 
 
 def _pval(p: float | None) -> str:
@@ -290,7 +298,8 @@ def _ci_sentence(data: Mapping[str, Any], idx: _Rows, metrics: Sequence[tuple[st
         return _note(_no_ci_reason(data))
     text = "Intervals in brackets: " + "; ".join(f"{', '.join(ls)}: {how}" for how, ls in by_how.items()) + "."
     if bare:
-        text += f" No interval for {', '.join(bare)} (point estimates)."
+        off = " (the bootstrap was off: --bootstrap 0)" if md_ci and not md_ci.get("bootstrap") else ""
+        text += f" No interval for {', '.join(bare)}: point estimates{off}."
     return _note(text)
 
 
@@ -317,7 +326,7 @@ def _summary(data: dict[str, Any], idx: _Rows, verdict: Mapping[str, Any] | None
         ok = bool(verdict.get("passed"))
         badge = f'<span class="badge {"pass" if ok else "fail"}">policy {"PASS" if ok else "FAIL"}</span>'
     parts = [f"<p>{badge}</p>"]
-    any_ci = bool(idx.member_ci or idx.ensemble_ci)
+    delta_ci = any(k[2] == "improvement" for k in idx.ensemble_ci)
     rows = []
     for ds in idx.datasets:
         best_m = max(idx.members, key=lambda m: _nan_low(idx.m(m, ds, "top1")), default=None)
@@ -333,29 +342,30 @@ def _summary(data: dict[str, Any], idx: _Rows, verdict: Mapping[str, Any] | None
             if best_e and ens_vals
             else float("nan"),
             float(np.mean(ens_vals)) if ens_vals else float("nan"),
-            _with_ci(idx.e(top_d, ds, "improvement"), idx.eci(top_d, ds, "improvement"), p_value=True)
+            _with_ci(
+                idx.e(top_d, ds, "improvement"), idx.eci(top_d, ds, "improvement"), p=idx.ep(top_d, ds, "improvement")
+            )
             if top_d and imps
             else float("nan"),
             _Raw(_esc(f"{sum(v > 0 for v in imps)}/{len(imps)}" if imps else "—")),
         ]
-        if any_ci:
+        if delta_ci:
             row.append(_Raw(_esc(f"{sum(c.low > 0 for c in imp_cis)}/{len(imp_cis)}" if imp_cis else "—")))
         rows.append(row)
     header = ["dataset", "best member top-1", "best ensemble top-1", "mean ensemble top-1", "max Δ", "ensembles Δ>0"]
-    if any_ci:
+    if delta_ci:
         header.append("Δ lower bound > 0")
     parts.append(_table(header, rows))
     parts.append(
         _ci_sentence(data, idx, [("top1", "member top-1"), ("ensemble_top1", "ensemble top-1"), ("improvement", "Δ")])
     )
-    if any_ci:
-        parts.append(
-            _note(
-                "Δ = ensemble top-1 − best member top-1 (averaging); p = the p-value recorded with that Δ (McNemar "
-                "exact test, ensemble vs best member). 'Δ lower bound > 0': ensembles whose interval for Δ lies "
-                "above 0."
-            )
-        )
+    notes = []
+    if any(k[2] == "improvement" for k in idx.ensemble_p):
+        notes.append("p = the p-value recorded with that Δ (McNemar exact test, ensemble vs best member)")
+    if delta_ci:
+        notes.append("'Δ lower bound > 0': ensembles whose interval for Δ lies above 0")
+    if notes:
+        parts.append(_note("Δ = ensemble top-1 − best member top-1 (averaging); " + "; ".join(notes) + "."))
     parts.append(
         _note(
             f"{len(idx.members)} members, {len(idx.ensembles)} ensembles, {len(idx.datasets)} datasets; "
@@ -508,7 +518,15 @@ def _diversity(data: dict[str, Any], idx: _Rows, params: Mapping[str, float]) ->
             if any(math.isfinite(v) for v in vals):
                 shown.append((key, name))
         for key, name in shown:
-            rows.append([name, *[_with_ci(idx.e(ens, ds, key), idx.eci(ens, ds, key)) for ds in idx.datasets]])
+            rows.append(
+                [
+                    name,
+                    *[
+                        _with_ci(idx.e(ens, ds, key), idx.eci(ens, ds, key), p=idx.ep(ens, ds, key))
+                        for ds in idx.datasets
+                    ],
+                ]
+            )
         return (
             _note("One ensemble: scatter plots need several (use --pool P... --size k to score every k-subset).")
             + _table(["metric", *idx.datasets], rows)
@@ -604,7 +622,7 @@ def _correlation_given(entries: list[Any]) -> str:
                 c = by.get((ds, key), {})
                 v = _finite(c.get(kind))
                 lo, hi = _finite(c.get(f"{kind}_ci_low")), _finite(c.get(f"{kind}_ci_high"))
-                ci = _CI(lo, hi, "", math.nan, None) if lo is not None and hi is not None else None
+                ci = _CI(lo, hi, "", math.nan) if lo is not None and hi is not None else None
                 row.append(_with_ci(v if v is not None else math.nan, ci))
             rows.append(row)
         parts.append(_table([f"{title} with Δ", *datasets], rows))

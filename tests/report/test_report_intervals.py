@@ -41,6 +41,7 @@ def make_ci_results(
     majority: bool = True,
     saliency: str | None = "new",
     seed: int = 0,
+    bootstrap: int = 2000,
 ) -> Path:
     """A results folder with every 3-subset of ``members`` scored; intervals when ``schema == 2``."""
     rng = np.random.default_rng(seed)
@@ -60,6 +61,8 @@ def make_ci_results(
         return {"ci_low": lo, "ci_high": hi, "ci_method": "clopper-pearson", "ci_level": 0.95}
 
     def boot(v: float, half: float, p: float | None = None) -> dict[str, Any]:
+        if not bootstrap:  # bootstrap off: no interval, the test's p-value stays
+            return {"ci_low": None, "ci_high": None, "ci_method": None, "ci_level": None, "p_value": p}
         return {
             "ci_low": v - half,
             "ci_high": v + half,
@@ -106,7 +109,7 @@ def make_ci_results(
     if schema == 2:
         data["metadata"]["ci"] = {
             "level": 0.95,
-            "bootstrap": 2000,
+            "bootstrap": bootstrap,
             "method": "percentile",
             "seed": 0,
             "binomial": "clopper-pearson",
@@ -383,3 +386,16 @@ def test_figures_draw_interval_whiskers(monkeypatch) -> None:
     assert colours[0.3][1] == pytest.approx((0.533, 0.533, 0.533), abs=0.01)  # contains 0: grey
     assert 0.4 not in colours  # NaN bound: no whisker
     assert "whiskers: 95 % x of Δ" in captured[-1]._suptitle.get_text()
+
+
+def test_bootstrap_off_keeps_binomial_intervals_and_p_values(tmp_path) -> None:
+    root = make_ci_results(tmp_path / "res", members=MEMBERS4, datasets=["demo"], saliency=None, bootstrap=0)
+    data = json.loads((root / "results.json").read_text())
+    text = write_report(root).read_text()
+    summary = _section(text, "summary")
+    imp = max((r for r in data["rows"] if r["metric"] == "improvement"), key=lambda r: r["value"])
+    assert f'{imp["value"]:.3f} <span class="ci">p={imp["p_value"]:.3f}</span>' in summary
+    assert "Δ lower bound" not in summary and "p = the p-value recorded with that Δ" in summary
+    assert "No interval for Δ: point estimates (the bootstrap was off: --bootstrap 0)." in summary
+    assert "member top-1, ensemble top-1: 95 % exact binomial (Clopper-Pearson)" in summary
+    assert "bootstrap off" in _section(text, "evidence")
