@@ -78,7 +78,8 @@ def accuracy_bars(
         fig, ax = plt.subplots(figsize=(min(width, 14.0), 3.6))
         x = np.arange(len(datasets))
         bw = 0.8 / max(1, len(series))
-        cmap = plt.get_cmap("tab10")
+        ncol = 10 if len(series) <= 10 else 20  # tab20 beyond ten series: no two bars share a colour up to 20
+        cmap = plt.get_cmap(f"tab{ncol}")
         whiskers = False
         for j, (name, vals, is_ens) in enumerate(series):
             xs = x - 0.4 + bw * (j + 0.5)
@@ -88,7 +89,7 @@ def accuracy_bars(
                 ys,
                 bw,
                 label=name,
-                color=cmap(j % 10),
+                color=cmap(j % ncol),
                 hatch="//" if is_ens else None,
                 edgecolor="black" if is_ens else "none",
                 linewidth=0.5,
