@@ -90,6 +90,38 @@ def _stack_maps(maps: Sequence[np.ndarray]) -> npt.NDArray[np.float32]:
     return out
 
 
+def pick_examples(member_pred: np.ndarray, labels: np.ndarray, ens_pred: np.ndarray, n: int) -> npt.NDArray[np.int64]:
+    """Indices of ``n`` report examples that show the ensemble right and wrong, members agreeing and not.
+
+    Samples fall in four cells: ensemble correct with unanimous members, wrong with members that disagree,
+    correct with members that disagree, wrong with unanimous members. The cells are taken round-robin (each
+    in index order; correct and wrong alternate), so every non-empty cell is represented and an empty
+    cell's share goes to the others. The saliency grids of the report need both kinds: sorting the first
+    images by correctness would hide every sample the ensemble gets wrong.
+
+    Args:
+        member_pred: ``(M, B)`` member top-1 predictions.
+        labels: ``(B,)`` true labels.
+        ens_pred: ``(B,)`` ensemble predictions.
+        n: Number of examples wanted.
+
+    Returns:
+        ``min(n, B)`` sorted indices into ``[0, B)``.
+    """
+    b = len(labels)
+    if n >= b:
+        return np.arange(b, dtype=np.int64)
+    wrong = ens_pred != labels
+    split = (member_pred != member_pred[:1]).any(axis=0)
+    cells = [np.flatnonzero(c) for c in (~wrong & ~split, wrong & split, ~wrong & split, wrong & ~split)]
+    taken: list[int] = []
+    for rank in range(b):
+        taken += [int(c[rank]) for c in cells if rank < len(c)]
+        if len(taken) >= n:
+            break
+    return np.sort(np.asarray(taken[:n], dtype=np.int64))
+
+
 class _ChunkRouter:
     """Array-like target of :meth:`Member.submit_batches` routing global rows to per-chunk buffers.
 
@@ -402,7 +434,16 @@ class Evaluator:
             stats = new_attribution_stats(self.ens.names, self.ens.num_classes, self.opt)
             pool_logits = self.chunk_logits(ds, s, e)
             keep: list[np.ndarray] = []
-            ex_n = self.opt.examples if i == 0 else 0
+            ex_sel: npt.NDArray[np.int64] = np.empty(0, np.int64)  # chunk-local indices of the report's example maps
+            if i == 0 and self.opt.examples > 0:
+                from ovdiv.metrics import ensemble_predict
+
+                chunk_labels = np.asarray(ds.labels[s:e], np.int64)
+                chunk_ens = np.asarray(
+                    ensemble_predict(pool_logits, self.opt.consensus[0], seed=self.opt.seed, index_offset=s), np.int64
+                )
+                chunk_members = pool_logits.argmax(axis=2).astype(np.int64)
+                ex_sel = pick_examples(chunk_members, chunk_labels, chunk_ens, self.opt.examples)
             for b, imgs, labels in ds.batches(self.opt.batch_size, start=s, stop=e):
                 lg = pool_logits[:, b - s : b - s + len(imgs)]
                 targets = self._targets(lg, np.asarray(labels), b)
@@ -413,25 +454,21 @@ class Evaluator:
                     ]
                 )
                 stats.update(lg, np.asarray(labels), maps)
-                if b - s < ex_n:
-                    keep.append(postprocess_maps(maps[:, : ex_n - (b - s)]))
+                local = ex_sel[(ex_sel >= b - s) & (ex_sel < b - s + len(imgs))] - (b - s)
+                if local.size:
+                    keep.append(postprocess_maps(maps[:, local]))
                 del maps
                 done += len(imgs)
                 self.progress(Progress(task, done, total))
             if keep:
-                ex_idx = np.arange(s, s + min(ex_n, e - s))
-                from ovdiv.metrics import ensemble_predict
-
-                ens_pred = ensemble_predict(
-                    pool_logits[:, : len(ex_idx)], self.opt.consensus[0], seed=self.opt.seed, index_offset=s
-                )
                 self.cache.save_npz(
                     d / "examples.npz",
-                    images=np.asarray(ds.images[ex_idx[0] : ex_idx[-1] + 1]),
+                    images=np.concatenate([np.asarray(ds.images[s + j : s + j + 1]) for j in ex_sel]),
                     maps=np.concatenate(keep, axis=1).astype(np.float32),
-                    labels=np.asarray(ds.labels[ex_idx[0] : ex_idx[-1] + 1], np.int64),
-                    ensemble_pred=np.asarray(ens_pred, np.int64),
-                    indices=ex_idx.astype(np.int64),
+                    labels=chunk_labels[ex_sel],
+                    ensemble_pred=chunk_ens[ex_sel],
+                    member_pred=chunk_members[:, ex_sel],
+                    indices=(s + ex_sel).astype(np.int64),
                     members=np.asarray(self.ens.names),
                     dataset=np.asarray(spec),
                     method=np.asarray(str(self.opt.attribution)),
@@ -525,7 +562,8 @@ def evaluate(
         data_root: Root of on-disk datasets (ImageNet etc.).
         seed: Dataset seed and majority-vote tie-break seed.
         chunk_size: Images per cached chunk (resume granularity).
-        examples: Attribution maps kept per dataset for the report.
+        examples: Attribution maps kept per dataset for the report (from the first chunk: samples the
+            ensemble gets right and wrong, members agreeing and not; see :func:`pick_examples`).
         ci_level: Confidence level of the intervals in the rows.
         bootstrap: Paired-bootstrap resamples over images (0: off; binomial intervals and McNemar remain).
         ci_method: Bootstrap interval method, ``percentile`` or ``bca``.

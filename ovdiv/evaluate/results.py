@@ -41,7 +41,9 @@ A results directory written by ``ovdiv evaluate --out DIR`` (or :meth:`EvalResul
     Example attribution maps of one dataset: ``images`` uint8 ``(E, H, W, 3)`` (the inputs as fed,
     before resizing), ``maps`` float32 ``(M, E, h, w)`` (``|a|`` channel-max, each map divided by its
     max), ``labels`` int64 ``(E,)``, ``ensemble_pred`` int64 ``(E,)`` (the pool's prediction under the
-    first consensus rule), ``indices`` int64 ``(E,)`` (sample indices in the dataset), ``members``
+    first consensus rule), ``member_pred`` int64 ``(M, E)`` (each member's prediction; absent in files
+    written before it existed), ``indices`` int64 ``(E,)`` (sample indices in the dataset: samples the
+    ensemble gets right and wrong, members agreeing and not, see ``engine.pick_examples``), ``members``
     ``(M,)`` str, ``dataset`` str, ``method`` str.
 
 ``extras/cka_<slug>.npz``
