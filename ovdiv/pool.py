@@ -404,8 +404,8 @@ def build_pool(
     write_text(members_file, "".join(f"{p}\n" for p in artifacts))
     write_json(
         out / "pool.json",
-        {"pool": spec.name, "source": str(spec.path), "formats": list(spec.formats), "members": records, "built": built, "skipped": skipped,
-         "timings": timings},
+        {"pool": spec.name, "source": str(spec.path), "formats": list(spec.formats), "members": records,
+         "built": built, "skipped": skipped, "timings": timings},
     )  # fmt: skip
     return PoolSummary(out, members_file, artifacts, built, skipped, timings)
 

@@ -109,7 +109,7 @@ def classifier_name(model: nn.Module) -> str:
 
 def backbone_features(model: nn.Module, x: Tensor) -> Tensor:
     """Pooled pre-logit features ``(N, D)`` of ``(N, 3, H, W)`` images (``forward_head(pre_logits=True)``)."""
-    return model.forward_head(model.forward_features(x), pre_logits=True)  # type: ignore[operator, no-any-return]
+    return model.forward_head(model.forward_features(x), pre_logits=True)  # type: ignore[operator]
 
 
 def backbone_state_dict(model: nn.Module) -> dict[str, Tensor]:
@@ -133,7 +133,7 @@ def enable_any_input_size(model: nn.Module) -> nn.Module:
     pe.strict_img_size = False
     pe.flatten = False
     pe.output_fmt = Format.NHWC
-    model.dynamic_img_size = True
+    model.dynamic_img_size = True  # type: ignore[assignment]
     return model
 
 
@@ -183,7 +183,7 @@ def _projection_head(in_dim: int, head: dict[str, Any], freeze_last_layer: int =
 
 
 def dino_loss(recipe: DinoRecipe) -> nn.Module:
-    """lightly's ``DINOLoss`` with the recipe's temperatures, warm-up and centre momentum."""
+    """Lightly's ``DINOLoss`` with the recipe's temperatures, warm-up and centre momentum."""
     from lightly.loss import DINOLoss
 
     loss = recipe.backbone.loss
@@ -215,7 +215,7 @@ def teacher_temperature(recipe: DinoRecipe, epoch: int) -> float:
 # data
 # ---------------------------------------------------------------------------------------------
 def dino_transform(recipe: DinoRecipe) -> Any:
-    """lightly's ``DINOTransform`` with the recipe's crops, augmentations and normalisation.
+    """Lightly's ``DINOTransform`` with the recipe's crops, augmentations and normalisation.
 
     Returns:
         A callable PIL image -> list of ``2 + local_number`` normalised float tensors (global first).
@@ -330,7 +330,9 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict[str, Any]:
     optional = {k for k in own if k.endswith("num_batches_tracked")}
     missing = sorted(set(own) - set(sd) - optional)
     unexpected = sorted(set(sd) - set(own))
-    shapes = sorted(f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape)
+    shapes = sorted(
+        f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape
+    )
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -434,7 +436,9 @@ class _DinoTrainer:
             self.optimizer, b.schedule, steps_per_epoch=self.spe, total_steps=self.total_steps,
             where=f"{recipe.name}: backbone.schedule",
         )  # fmt: skip
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and self.use_amp and self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.cuda and self.use_amp and self.amp_dtype == torch.float16
+        )
         self.forward_student: nn.Module = self.student
         if env.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -444,12 +448,17 @@ class _DinoTrainer:
         self.step = 0
 
     # ---------------------------------------------------------------- state
+    def _center(self) -> Tensor:
+        c = self.loss_fn.center
+        assert isinstance(c, Tensor)  # internal: lightly's DINOLoss buffer
+        return c
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "format": "ovdiv-dino-state/1",
             "student": {k: v.detach().cpu() for k, v in self.student.state_dict().items()},
             "teacher": {k: v.detach().cpu() for k, v in self.teacher.state_dict().items()},
-            "center": self.loss_fn.center.detach().cpu(),
+            "center": self._center().detach().cpu(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -474,7 +483,7 @@ class _DinoTrainer:
             self.teacher.load_state_dict(st["teacher"])
         except Exception as exc:
             raise TrainingError(f"cannot resume from {path}: {exc}", "delete the folder to start over") from exc
-        self.loss_fn.center.copy_(st["center"])
+        self._center().copy_(st["center"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.scaler.load_state_dict(st["scaler"])
         self.epoch, self.step = int(st["epoch"]), int(st["step"])
@@ -707,7 +716,7 @@ class _LinearProbe(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             f = backbone_features(self.model, x)
-        return getattr(self.model, self.cls)(f)  # type: ignore[no-any-return]
+        return getattr(self.model, self.cls)(f)
 
 
 @dataclass
@@ -826,7 +835,8 @@ def train_dino(
                 "recipe": recipe_dict,
                 "extra": {"epoch": epoch, "step": record["step"], "val_top1": top1, "dino": dino_extra},
             }
-            inner = mods[0].model  # type: ignore[union-attr]
+            inner = mods[0].model
+            assert isinstance(inner, nn.Module)  # internal: the probe wraps the classifier
             save_checkpoint(last, inner, **kw)
             if top1 is not None and top1 >= trainer.best.get("val_top1", -1.0):
                 trainer.best["val_top1"] = float(top1)
@@ -853,4 +863,3 @@ def train_dino(
         exported=exported, is_main=env.is_main, backbone=bb.path, backbone_source=bb.source,
         backbone_hash=bb.hash, backbone_metrics=bb.metrics,
     )  # fmt: skip
-

@@ -60,8 +60,9 @@ class TrainResult:
 
 
 def resolve_data(name: str, spec: DataSpec, data: DataSource | str | Path | None, seed: int) -> DataSource:
-    """The training data of a recipe run: ``data`` when given (keeping the recipe's validation split and
-    limits when it names the recipe's own ``data.train`` spec), else the recipe's ``data``.
+    """The training data of a recipe run: ``data`` when given, else the recipe's ``data``.
+
+    ``data`` naming the recipe's own ``data.train`` spec keeps the recipe's validation split and limits.
 
     Args:
         name: Recipe name (for errors).

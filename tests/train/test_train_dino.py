@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
 
 from ovdiv.cli import cli
@@ -125,7 +124,9 @@ def test_teacher_temperature_warmup() -> None:
     for epoch, want in enumerate([0.04, 0.05, 0.06, 0.07, 0.07, 0.07]):
         assert teacher_temperature(rec, epoch) == pytest.approx(want)
         fresh = copy.deepcopy(loss_fn)  # same centre every time
-        assert float(fresh(t, s, epoch=epoch)) == pytest.approx(_direct_loss(t, s, fresh.center * 0, want, 0.1), rel=1e-5)
+        assert float(fresh(t, s, epoch=epoch)) == pytest.approx(
+            _direct_loss(t, s, fresh.center * 0, want, 0.1), rel=1e-5
+        )
     no_warm = dino_loss(_recipe(loss={"warmup_teacher_temp": 0.02, "teacher_temp": 0.07}))
     assert float(no_warm.teacher_temp_schedule[0]) == pytest.approx(0.07)  # no warm-up: teacher_temp from epoch 0
 
