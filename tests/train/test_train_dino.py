@@ -171,6 +171,18 @@ def test_teacher_is_ema_of_student(tmp_path: Path) -> None:
     assert all(p.grad is None for p in tr.student.head.last_layer.parameters())
 
 
+def test_amp_code_path_on_cpu(tmp_path: Path) -> None:
+    """The autocast path (bfloat16 on CPU with ``cpu_amp``; float16 + GradScaler on CUDA) trains and stays finite."""
+    tr = _tiny_trainer(tmp_path)
+    tr.opts = RunOptions(device="cpu", seed=3, cpu_amp=True)
+    tr.use_amp = True
+    views, _ = next(iter(tr.loader))
+    before = [p.detach().clone() for p in tr.student.backbone.parameters() if p.requires_grad]
+    loss = tr._step(views)
+    after = [p for p in tr.student.backbone.parameters() if p.requires_grad]
+    assert np.isfinite(loss) and any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
 def test_multicrop_shapes_and_grouped_forward(tmp_path: Path) -> None:
     from PIL import Image
 
