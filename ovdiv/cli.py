@@ -330,6 +330,16 @@ def _with_options(options: list[Any]) -> Any:
 @click.option("--pretrained", type=click.Path(dir_okay=False, path_type=Path), help="Start from these weights.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers.")
 @click.option("--val-every", type=click.IntRange(min=0), default=1, show_default=True, help="Validate every N epochs.")
+@click.option(
+    "--backbone",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="DINO recipes: skip self-supervised training and use this backbone (official DINO .pth key layout).",
+)
+@click.option(
+    "--backbone-cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="DINO recipes: backbone cache (default <out>/../dino_backbones; shared backbones are trained once).",
+)
 @_with_options(_TRAIN_DATA_OPTIONS)
 def train(
     recipe: Path,
@@ -337,6 +347,8 @@ def train(
     pretrained: Path | None,
     workers: int,
     val_every: int,
+    backbone: Path | None,
+    backbone_cache: Path | None,
     data_root: Path | None,
     dataset: str | None,
     epochs: int | None,
@@ -345,9 +357,32 @@ def train(
     no_resume: bool,
     export_: bool,
 ) -> None:
-    """Train one member from a recipe (models/<id>.json); run again to resume. Multi-GPU: torchrun -m ovdiv train."""
-    from ovdiv.train import train_member
+    """Train one member from a recipe (models/<id>.json); run again to resume. Multi-GPU: torchrun -m ovdiv train.
 
+    DINO recipes ("kind": "dino") train a self-supervised backbone (cached by content), then a linear
+    classifier on it frozen; --epochs applies to the classifier.
+    """
+    from ovdiv.errors import ConfigError
+    from ovdiv.train import train_member
+    from ovdiv.train.dino_recipe import recipe_kind
+
+    if recipe_kind(recipe) == "dino":
+        from ovdiv.train.dino import train_dino
+
+        if pretrained is not None:
+            raise ConfigError("--pretrained does not apply to DINO recipes", "use --backbone CKPT")
+        with progress_bar() as progress:
+            dres = train_dino(
+                recipe, out_dir=out or Path("runs") / recipe.stem, data=_train_data(data_root, dataset),
+                backbone=backbone, backbone_cache=backbone_cache, device=device, epochs=epochs, max_steps=max_steps,
+                resume=not no_resume, workers=workers, val_every=val_every, export=export_, progress=progress,
+            )  # fmt: skip
+        if dres.is_main:
+            console.print(f"DINO backbone ({dres.backbone_source}): {dres.backbone}", highlight=False)
+            _train_summary(f"ovdiv train {recipe.name}", dres.out_dir, dres.metrics, [dres.checkpoint], dres.exported)
+        return
+    if backbone is not None or backbone_cache is not None:
+        raise ConfigError(f"--backbone/--backbone-cache apply to DINO recipes only; {recipe} is a member recipe")
     with progress_bar() as progress:
         res = train_member(
             recipe,
@@ -410,6 +445,41 @@ def ensemble_train(
     if res.is_main:  # under torchrun only rank 0 reports
         title = f"ovdiv ensemble train {config.name} ({res.heuristic})"
         _train_summary(title, res.out_dir, res.metrics, res.members, res.exported)
+
+
+# ---- pool ------------------------------------------------------------------------------------
+@cli.group(cls=_OvdivGroup)
+def pool() -> None:
+    """Pools of members: build a whole pool (e.g. the paper's 14) from one file."""
+
+
+@pool.command("build")
+@click.argument("pool_file", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Pool folder.")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), help="ImageFolder root (train/, val/).")
+@click.option("--dataset", help="Dataset spec instead of a folder (e.g. demo:train).")
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), help="Training device (default: CUDA when available).")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers.")
+def pool_build(
+    pool_file: Path, out: Path, data_root: Path | None, dataset: str | None, device: str | None, workers: int
+) -> None:
+    """Train / extract / export every member of POOL_FILE not yet complete; write OUT/members.txt.
+
+    \b
+    ovdiv pool build models/pools/paper14.json --data-root D --out POOL
+    ovdiv evaluate --pool $(cat POOL/members.txt) --size 3 --dataset imagenet ...
+    """  # noqa: D301 - click's \b (no-rewrap) marker must be a real backspace
+    from ovdiv.pool import build_pool
+
+    with progress_bar() as progress:
+        res = build_pool(pool_file, out_dir=out, data_root=data_root, dataset=dataset, device=device,
+                         workers=workers, progress=progress)  # fmt: skip
+    console.print(
+        f"{len(res.artifacts)} members: {len(res.built)} built, {len(res.skipped)} already complete", highlight=False
+    )
+    for p in res.artifacts:
+        console.print(f"  {p}", highlight=False)
+    console.print(f"[bold]members: {res.members_file}[/]")
 
 
 # ---- supernet --------------------------------------------------------------------------------

@@ -405,6 +405,13 @@ def _parse_data(v: Any, where: str) -> DataSpec:
 def _parse(data: Any, where: str) -> Recipe:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where} must hold a JSON object, got {type(data).__name__}")
+    kind = data.get("kind", "member")
+    if kind != "member":  # other kinds have their own schema (DINO: ovdiv.train.dino_recipe)
+        raise ConfigError(
+            f"{where} is a {kind!r} recipe, not a member recipe",
+            "train it with `ovdiv train` (it dispatches on the kind) or ovdiv.train.train_dino",
+        )
+    data = {k: v for k, v in data.items() if k != "kind"}
     _check_keys(data, _TOP_KEYS, where)
     for key in _REQUIRED:
         if data.get(key) is None:

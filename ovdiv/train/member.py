@@ -27,13 +27,13 @@ from torch import Tensor, nn
 
 from ovdiv.atomic import write_json
 from ovdiv.errors import ConfigError
-from ovdiv.models.recipes import Recipe, load_recipe
+from ovdiv.models.recipes import DataSpec, Recipe, load_recipe
 from ovdiv.train.data import DataSource, build_loaders
 from ovdiv.train.engine import JointTrainer, RunOptions, StepOutput, init_distributed, read_metrics
 from ovdiv.train.weights import build_member
 from ovdiv.types import ProgressCallback
 
-__all__ = ["TrainResult", "train_member"]
+__all__ = ["TrainResult", "resolve_data", "train_member"]
 
 log = logging.getLogger("ovdiv.train")
 
@@ -59,26 +59,31 @@ class TrainResult:
     is_main: bool = True
 
 
-def _resolve_data(recipe: Recipe, data: DataSource | str | Path | None, seed: int) -> DataSource:
+def resolve_data(name: str, spec: DataSpec, data: DataSource | str | Path | None, seed: int) -> DataSource:
+    """The training data of a recipe run: ``data`` when given, else the recipe's ``data``.
+
+    ``data`` naming the recipe's own ``data.train`` spec keeps the recipe's validation split and limits.
+
+    Args:
+        name: Recipe name (for errors).
+        spec: The recipe's ``data`` section.
+        data: Command-line / caller data (ImageFolder root, dataset spec or :class:`DataSource`).
+        seed: Dataset seed.
+
+    Raises:
+        ConfigError: Neither given.
+    """
     if data is not None:
         src = DataSource.coerce(data)
-        if src.spec is not None and src.spec == recipe.data.train and not isinstance(data, DataSource):
+        if src.spec is not None and src.spec == spec.train and not isinstance(data, DataSource):
             # the recipe's own dataset named on the command line: keep its validation split and limits
-            src = replace(
-                src, val_spec=recipe.data.val, limit=recipe.data.train_limit, val_limit=recipe.data.val_limit, seed=seed
-            )
+            src = replace(src, val_spec=spec.val, limit=spec.train_limit, val_limit=spec.val_limit, seed=seed)
         return src
-    if recipe.data.train:
+    if spec.train:
         return DataSource(
-            spec=recipe.data.train,
-            val_spec=recipe.data.val,
-            limit=recipe.data.train_limit,
-            val_limit=recipe.data.val_limit,
-            seed=seed,
+            spec=spec.train, val_spec=spec.val, limit=spec.train_limit, val_limit=spec.val_limit, seed=seed
         )
-    raise ConfigError(
-        f"recipe {recipe.name} names no training data (data.train)", "pass --data-root DIR or --dataset SPEC"
-    )
+    raise ConfigError(f"recipe {name} names no training data (data.train)", "pass --data-root DIR or --dataset SPEC")
 
 
 def train_member(
@@ -132,7 +137,7 @@ def train_member(
         seed=rec.seed,
         resume=resume,
     )
-    source = _resolve_data(rec, data, opts.seed)
+    source = resolve_data(rec.name, rec.data, data, opts.seed)
     env = init_distributed(opts.device)
     loaders = build_loaders(
         source,

@@ -10,7 +10,11 @@ from ovdiv.errors import ConfigError
 from ovdiv.models import count_params
 from ovdiv.models.recipes import RECIPE_DIR, Recipe, load_recipe
 
-RECIPES = sorted(RECIPE_DIR.glob("*.json")) + sorted((RECIPE_DIR / "tiny").glob("*.json"))
+RECIPES = [  # member recipes; DINO recipes ("kind": "dino") have their own schema (tests/train/test_train_dino.py)
+    p
+    for p in sorted(RECIPE_DIR.glob("*.json")) + sorted((RECIPE_DIR / "tiny").glob("*.json"))
+    if json.loads(p.read_text(encoding="utf-8")).get("kind", "member") == "member"
+]
 TABLE_I = [
     "resnext50_32_2",
     "resnext50_32_4l",

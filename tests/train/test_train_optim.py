@@ -90,10 +90,19 @@ def test_onecycle_matches_torch_and_cycles_momentum():
 
 
 def test_every_paper_recipe_builds_its_optimizer_and_schedule():
+    from ovdiv.train.dino_recipe import load_dino_recipe, recipe_kind
+
     for path in sorted((REPO / "models").glob("*.json")) + sorted((REPO / "models" / "tiny").glob("*.json")):
-        r = load_recipe(path)
-        opt = build_optimizer(_params(), r.optimizer)
-        build_scheduler(opt, r.schedule, steps_per_epoch=100, total_steps=100 * r.epochs)
+        if recipe_kind(path) == "dino":  # two phases, each with its own optimizer and schedule
+            d = load_dino_recipe(path)
+            phases = [(d.backbone.optimizer, d.backbone.schedule, d.backbone.epochs)]
+            phases.append((d.classifier.optimizer, d.classifier.schedule, d.classifier.epochs))
+        else:
+            r = load_recipe(path)
+            phases = [(r.optimizer, r.schedule, r.epochs)]
+        for optimizer, schedule, epochs in phases:
+            opt = build_optimizer(_params(), optimizer)
+            build_scheduler(opt, schedule, steps_per_epoch=100, total_steps=100 * epochs)
 
 
 def test_unknown_schedule_key_is_a_config_error():
