@@ -52,6 +52,10 @@ from ovdiv.metrics.correlation import STUDY_METRICS as STUDY_METRICS
 from ovdiv.metrics.correlation import correlation_study as correlation_study
 from ovdiv.metrics.correlation import pearson as pearson
 from ovdiv.metrics.correlation import spearman as spearman
+from ovdiv.metrics.feature_hashes import FEATURE_HASH_METHODS as FEATURE_HASH_METHODS
+from ovdiv.metrics.feature_hashes import HASH_BITS as HASH_BITS
+from ovdiv.metrics.feature_hashes import feature_hash_bits as feature_hash_bits
+from ovdiv.metrics.feature_hashes import sibling_hash_distances as sibling_hash_distances
 from ovdiv.metrics.pairwise import Equitability as Equitability
 from ovdiv.metrics.pairwise import correctness as correctness
 from ovdiv.metrics.pairwise import correctness_tables as correctness_tables
