@@ -449,6 +449,24 @@ def _torch_taps(module: nn.Module, input_size: tuple[int, int]) -> dict[str, tup
     return out
 
 
+def _module_output_shape(module: nn.Module, name: str, input_size: tuple[int, int]) -> tuple[int, ...] | None:
+    """Per-sample output shape of (any, also non-leaf) submodule ``name`` on its first call; None if not 2-D/4-D."""
+    store: dict[str, Any] = {}
+
+    def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+        store.setdefault("shape", tuple(out.shape) if isinstance(out, torch.Tensor) else None)
+
+    handle = dict(module.named_modules())[name].register_forward_hook(hook)
+    dev = next((p.device for p in module.parameters()), torch.device("cpu"))
+    try:
+        with torch.inference_mode():
+            module.eval()(torch.zeros(1, 3, *input_size, device=dev))
+    finally:
+        handle.remove()
+    shape = store.get("shape")
+    return tuple(int(d) for d in shape[1:]) if shape is not None and len(shape) in (2, 4) else None
+
+
 def _is_named(layer: str) -> bool:
     return layer == "penultimate" or (layer.startswith("stage") and layer[5:].isdigit())
 
@@ -501,6 +519,10 @@ def layer_objective(
     """
     if _use_torch(member, gradient):
         taps = _torch_taps(member.module, member.input_size)
+        if layer not in taps and layer and layer in dict(member.module.named_modules()):
+            shape = _module_output_shape(member.module, layer, member.input_size)
+            if shape is not None:
+                taps[layer] = (layer, 0, "output", shape)
         if layer not in taps:
             named = [k for k in taps if _is_named(k)]
             raise MemberError(f"member {member.name} has no layer {layer!r}", f"known layers: {named} or a module name")
