@@ -63,7 +63,7 @@ from ovdiv.errors import ConfigError, MemberError
 from ovdiv.runtime.openvino_member import feature_taps
 from ovdiv.runtime.torch_member import HookRecord
 from ovdiv.runtime.torch_member import feature_taps as torch_feature_taps
-from ovdiv.types import ProgressCallback
+from ovdiv.types import Progress, ProgressCallback
 
 __all__ = [
     "COLOR_CORRELATION_SVD_SQRT",
@@ -154,7 +154,7 @@ class FeatureVisConfig:
 
 # ---------------------------------------------------------------------------------------------- parameterisation
 def rfft2d_freqs(h: int, w: int) -> npt.NDArray[np.float64]:
-    """``|f|`` of the ``rfft2`` grid of an ``h x w`` image, ``(h, w//2 + 1)`` (``+2`` columns for odd ``w``, as lucent)."""
+    """``|f|`` of the ``rfft2`` grid of an ``h x w`` image, ``(h, w//2 + 1)`` (odd ``w``: ``+2`` columns, as lucent)."""
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.fftfreq(w)[: w // 2 + 2] if w % 2 == 1 else np.fft.fftfreq(w)[: w // 2 + 1]
     out: npt.NDArray[np.float64] = np.sqrt(fx * fx + fy * fy)
@@ -185,7 +185,7 @@ def decorrelate_colors(t: torch.Tensor) -> torch.Tensor:
 def spectrum_to_rgb(
     spectrum: torch.Tensor, h: int, w: int, *, decay_power: float = 1.0, decorrelate: bool = True
 ) -> torch.Tensor:
-    """Spectrum ``(N, 3, h, w//2+1, 2)`` -> RGB image ``(N, 3, h, w)`` in ``(0, 1)`` (lucent fft_image + to_valid_rgb)."""
+    """Spectrum ``(N, 3, h, w//2+1, 2)`` -> RGB ``(N, 3, h, w)`` in ``(0, 1)`` (lucent fft_image + to_valid_rgb)."""
     scale = torch.as_tensor(fourier_scale(h, w, decay_power), device=spectrum.device)[None, None, ..., None]
     spec = torch.view_as_complex((scale * spectrum).contiguous())
     img = torch.fft.irfftn(spec, s=(h, w), norm="ortho")[:, :, :h, :w] / _MAGIC
@@ -580,6 +580,7 @@ def visualize_channels(
     std: Sequence[float],
     input_size: tuple[int, int],
     progress: ProgressCallback | None = None,
+    task: str = "features",
 ) -> FeatureVisResult:
     """Optimise one image per channel (batches of ``cfg.batch_size``) and return the final images.
 
@@ -590,7 +591,8 @@ def visualize_channels(
         mean: Card mean (pixels in ``[0, 1]`` are normalised with it).
         std: Card std.
         input_size: The member's ``(H, W)``.
-        progress: Optional ``progress(done, total, what)`` callback (steps over all batches).
+        progress: Optional progress callback (steps over all batches).
+        task: Task name of the progress events.
 
     Raises:
         ConfigError: a channel index outside the layer.
@@ -626,7 +628,9 @@ def visualize_channels(
             opt.step()
             trace[step] = obj.detach().double().cpu().numpy()
             if progress is not None:
-                progress(b * cfg.steps + step + 1, nb * cfg.steps, f"{objective.layer} batch {b + 1}/{nb}")
+                progress(
+                    Progress(task, b * cfg.steps + step + 1, nb * cfg.steps, f"{objective.layer} batch {b + 1}/{nb}")
+                )
         with torch.no_grad():
             rgb = spectrum_to_rgb(spectrum, size, size, decay_power=cfg.decay_power, decorrelate=cfg.decorrelate)
         arr = rgb.float().cpu().numpy()
@@ -647,4 +651,3 @@ def objective_trend(objective: npt.NDArray[np.float64], windows: int = 8) -> npt
     """Mean objective over channels in ``windows`` equal step windows, ``(windows,)`` (for the report)."""
     parts = np.array_split(objective, max(1, min(windows, objective.shape[0])), axis=0)
     return np.asarray([float(p.mean()) for p in parts])
-

@@ -68,7 +68,9 @@ def feature_hash_bits(images: npt.ArrayLike) -> dict[str, npt.NDArray[np.bool_]]
         "whash": lambda im: imagehash.whash(im, hash_size=8),
         "colorhash": lambda im: imagehash.colorhash(im, binbits=COLORHASH_BINBITS),
     }
-    out = {name: np.zeros((arr.shape[0], HASH_BITS[name]), dtype=bool) for name in FEATURE_HASH_METHODS}
+    out: dict[str, npt.NDArray[np.bool_]] = {
+        name: np.zeros((arr.shape[0], HASH_BITS[name]), dtype=bool) for name in FEATURE_HASH_METHODS
+    }
     for n, img in enumerate(arr):
         pil = Image.fromarray(np.ascontiguousarray(img), mode="RGB")
         for name in FEATURE_HASH_METHODS:

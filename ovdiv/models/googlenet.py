@@ -27,7 +27,7 @@ __all__ = ["GoogLeNet", "TinyGoogLeNet"]
 _tv = importlib.import_module("torchvision.models.googlenet")  # the module (the package re-exports a function)
 
 
-class GoogLeNet(_tv.GoogLeNet):  # type: ignore[misc,name-defined]
+class GoogLeNet(_tv.GoogLeNet):  # type: ignore[name-defined]
     """torchvision GoogLeNet without auxiliary heads; ``forward`` always returns the logits tensor.
 
     Args:
@@ -46,10 +46,10 @@ class GoogLeNet(_tv.GoogLeNet):  # type: ignore[misc,name-defined]
         )
         self.num_classes = num_classes
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` -> logits ``(N, num_classes)``."""
         out, _, _ = self._forward(self._transform_input(x))
-        return out  # type: ignore[no-any-return]
+        return out
 
 
 @register_model(family="googlenet", description="GoogLeNet / Inception-v1 (torchvision layout, aux heads off)")
@@ -92,7 +92,7 @@ class TinyGoogLeNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` -> logits ``(N, num_classes)``."""
         f = torch.flatten(self.avgpool(self.forward_features(x)), 1)
-        return self.fc(self.dropout(f))  # type: ignore[no-any-return]
+        return self.fc(self.dropout(f))
 
 
 @register_model(family="googlenet", input_size=(64, 64), tiny=True, description="tiny GoogLeNet (Inception modules)")

@@ -35,7 +35,7 @@ from ovdiv.atomic import write_bytes, write_json, write_text
 from ovdiv.errors import ConfigError, MemberError
 from ovdiv.metrics.feature_hashes import FEATURE_HASH_METHODS, HASH_BITS, sibling_hash_distances
 from ovdiv.report.html import _CSS, _esc, _img, _note, _num, _Raw, _table
-from ovdiv.types import Progress, ProgressCallback
+from ovdiv.types import ProgressCallback
 from ovdiv.versions import __version__, tool_versions
 
 __all__ = ["FeaturesRun", "member_layers", "render_features_report", "run_features", "saliency_table"]
@@ -104,7 +104,7 @@ def member_layers(path: str | os.PathLike[str], *, gradient: str = "auto", devic
     from ovdiv.attribution.features import list_layers
     from ovdiv.runtime import load_member
 
-    member = load_member(path, device=device)
+    member = load_member(Path(path), device=device)
     try:
         return [{"name": li.name, "channels": li.channels, "shape": list(li.shape)} for li in list_layers(member)]
     finally:
@@ -191,7 +191,7 @@ def run_features(
     if gradient not in ("auto", "vjp", "autograd"):
         raise ConfigError(f"unknown gradient path {gradient!r}", "choose auto, vjp or autograd")
     out = Path(out_dir)
-    loaded = [load_member(p, device=device) for p in members]
+    loaded = [load_member(Path(p), device=device) for p in members]
     try:
         check_members(loaded)
         objectives = [layer_objective(m, layer, gradient=gradient) for m in loaded]  # type: ignore[arg-type]
@@ -204,14 +204,16 @@ def run_features(
         chans = _pick_channels(channels, random_k, objectives[0].channels, cfg.seed)
         results = []
         for i, (m, obj) in enumerate(zip(loaded, objectives, strict=True)):
-
-            def cb(done: int, total: int, what: str, _name: str = m.name, _i: int = i) -> None:
-                if progress is not None:
-                    progress(Progress(f"features {_name} ({_i + 1}/{len(loaded)})", done, total, what))
-
             results.append(
                 visualize_channels(
-                    obj, chans, cfg, mean=m.card.mean, std=m.card.std, input_size=m.input_size, progress=cb
+                    obj,
+                    chans,
+                    cfg,
+                    mean=m.card.mean,
+                    std=m.card.std,
+                    input_size=m.input_size,
+                    progress=progress,
+                    task=f"features {m.name} ({i + 1}/{len(loaded)})",
                 )
             )
         names = [m.name for m in loaded]

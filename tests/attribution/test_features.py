@@ -8,7 +8,6 @@ Inception twin, whose torch ``stage<k>`` differs from the IR's, is exercised by 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,9 +85,9 @@ def tiny_members(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("features")
     images, labels = make_demo(128, size=SIZE, seed=0, split="train")
-    x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(
-        STD
-    ).view(1, 3, 1, 1)
+    x = (
+        torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)
+    ) / torch.tensor(STD).view(1, 3, 1, 1)
     y = torch.from_numpy(labels).long()
     paths = {}
     for seed in (0, 1):
@@ -104,22 +103,31 @@ def tiny_members(tmp_path_factory):
             opt.step()
         net.eval()
         pt = root / f"net{seed}.pt"
-        save_checkpoint(pt, net, arch="tiny_resnet", arch_args={}, num_classes=10, input_size=(SIZE, SIZE),
-                        mean=MEAN, std=STD)
+        save_checkpoint(
+            pt, net, arch="tiny_resnet", arch_args={}, num_classes=10, input_size=(SIZE, SIZE), mean=MEAN, std=STD
+        )
         xml = root / "ir" / f"net{seed}.xml"
         xml.parent.mkdir(exist_ok=True)
         ovm = ov.convert_model(net, example_input=torch.zeros(1, 3, SIZE, SIZE))
         ov.save_model(ovm, str(xml), compress_to_fp16=False)
-        ModelCard(name=f"net{seed}_ir", format="ir", num_classes=10, input_size=(SIZE, SIZE), mean=MEAN, std=STD,
-                  sha256=sha256_file(xml)).save(xml.with_suffix(".json"))
+        ModelCard(
+            name=f"net{seed}_ir",
+            format="ir",
+            num_classes=10,
+            input_size=(SIZE, SIZE),
+            mean=MEAN,
+            std=STD,
+            sha256=sha256_file(xml),
+        ).save(xml.with_suffix(".json"))
         paths[seed] = (pt, xml)
     return paths
 
 
 def _vis(member, layer, channels, cfg, gradient="auto"):
     obj = layer_objective(member, layer, gradient=gradient)
-    return visualize_channels(obj, channels, cfg, mean=member.card.mean, std=member.card.std,
-                              input_size=member.input_size)
+    return visualize_channels(
+        obj, channels, cfg, mean=member.card.mean, std=member.card.std, input_size=member.input_size
+    )
 
 
 def test_layers_agree_between_torch_and_ir(tiny_members):
@@ -179,7 +187,7 @@ def test_bad_layer_and_channel_are_clear_errors(tiny_members):
     from ovdiv.runtime import load_member
 
     m = load_member(tiny_members[0][1])
-    with pytest.raises(MemberError, match="no layer 'stage9'.*known layers"):
+    with pytest.raises(MemberError, match=r"no layer 'stage9'.*known layers"):
         layer_objective(m, "stage9")
     obj = layer_objective(m, "stage1")
     with pytest.raises(ConfigError, match="invalid channel"):
@@ -209,8 +217,21 @@ def test_cli_features_writes_images_sheet_json_and_report(tiny_members, tmp_path
     assert ch["bits"] == 42 and len(ch["pairs"]) == 3
     html = (out / "report.html").read_text()
     assert "Neuron grid" in html and html.count("<img") == 6 and "colorhash" in html
-    bad = runner.invoke(cli, ["features", str(pt0), "--layer", "stage2", "--channels", "0,999", "--steps", "2",
-                              "--out", str(tmp_path / "bad")])
+    bad = runner.invoke(
+        cli,
+        [
+            "features",
+            str(pt0),
+            "--layer",
+            "stage2",
+            "--channels",
+            "0,999",
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path / "bad"),
+        ],
+    )
     assert bad.exit_code == 2 and "invalid or repeated channel" in bad.output
     assert not (tmp_path / "bad" / "features.json").exists()
 
@@ -218,11 +239,15 @@ def test_cli_features_writes_images_sheet_json_and_report(tiny_members, tmp_path
 def test_saliency_table_reads_pairs_from_evaluate_rows(tmp_path):
     from ovdiv.report.features import saliency_table
 
-    rows = [{"ensemble": "a+b", "member": None, "dataset": "demo", "metric": "attribution_rmse", "value": 0.25},
-            {"ensemble": "a+b", "member": None, "dataset": "demo", "metric": "hash_phash", "value": 20.5},
-            {"ensemble": "a+b+c", "member": None, "dataset": "demo", "metric": "attribution_rmse", "value": 9.0},
-            {"ensemble": None, "member": "a", "dataset": "demo", "metric": "top1", "value": 0.5}]
-    (tmp_path / "results.json").write_text(json.dumps({"rows": rows, "metadata": {"options": {"attribution": "smoothgrad"}}}))
+    rows = [
+        {"ensemble": "a+b", "member": None, "dataset": "demo", "metric": "attribution_rmse", "value": 0.25},
+        {"ensemble": "a+b", "member": None, "dataset": "demo", "metric": "hash_phash", "value": 20.5},
+        {"ensemble": "a+b+c", "member": None, "dataset": "demo", "metric": "attribution_rmse", "value": 9.0},
+        {"ensemble": None, "member": "a", "dataset": "demo", "metric": "top1", "value": 0.5},
+    ]
+    (tmp_path / "results.json").write_text(
+        json.dumps({"rows": rows, "metadata": {"options": {"attribution": "smoothgrad"}}})
+    )
     t = saliency_table(tmp_path, ["a", "b", "c"])
     assert t["rows"] == [{"pair": "a vs b", "dataset": "demo", "attribution_rmse": 0.25, "hash_phash": 20.5}]
     assert t["missing"] == ["a+c", "b+c"] and t["attribution"] == "smoothgrad"

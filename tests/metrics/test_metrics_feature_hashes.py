@@ -1,4 +1,4 @@
-"""Sibling hash distances (ovdiv.metrics.feature_hashes) against imagehash's own ImageHash subtraction and scipy's sem."""
+"""Sibling hash distances (ovdiv.metrics.feature_hashes) vs imagehash's ImageHash subtraction and scipy's sem."""
 
 from __future__ import annotations
 
