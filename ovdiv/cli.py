@@ -890,6 +890,96 @@ def evaluate(
         console.print(f"report: {write_report(out)}")
 
 
+# ---- features --------------------------------------------------------------------------------
+def _channel_list(value: str | None) -> list[int] | str | None:
+    if value is None or value == "all":
+        return value
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected 'all' or comma-separated channel indices") from None
+
+
+@cli.command()
+@click.argument("members", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--layer", help="stage1..stageK, penultimate, a graph node name or a torch module name.")
+@click.option("--channels", help="Comma-separated channel indices, or 'all' [all].")
+@click.option("--random", "random_k", type=click.IntRange(min=1), help="Visualise K random channels instead.")
+@click.option("--minimize", is_flag=True, help="Minimise the channel's mean activation instead.")
+@click.option("--steps", type=click.IntRange(min=1), default=1024, show_default=True, help="Adam steps.")
+@click.option("--size", type=click.IntRange(min=28), help="Image side in px [the member's input size].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial images and transforms.")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, help="Channels per batch.")
+@click.option(
+    "--gradient",
+    type=click.Choice(["auto", "vjp", "autograd"]),
+    default="auto",
+    show_default=True,
+    help="auto: torch autograd for checkpoints, the VJP graph for IR/ONNX.",
+)
+@click.option("--device", default="CPU", show_default=True, help="Device (OpenVINO name; torch: CPU or GPU).")
+@click.option(
+    "--saliency-results",
+    type=click.Path(path_type=Path),
+    help="An `ovdiv evaluate --attribution smoothgrad --size 2` results folder for the saliency table.",
+)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder [features/<layer>].")
+@click.option("--list-layers", is_flag=True, help="Print the layers with channel counts and exit.")
+def features(
+    members: tuple[Path, ...],
+    layer: str | None,
+    channels: str | None,
+    random_k: int | None,
+    minimize: bool,
+    steps: int,
+    size: int | None,
+    seed: int,
+    batch: int,
+    gradient: str,
+    device: str,
+    saliency_results: Path | None,
+    out: Path | None,
+    list_layers: bool,
+) -> None:
+    """Feature visualisation of the same neurons in sibling members (Lucid settings) + image-hash distances."""
+    from ovdiv.report.features import member_layers, run_features
+
+    if list_layers:
+        from rich.table import Table
+
+        for m in members:
+            table = Table(title=str(m), title_justify="left")
+            for col in ("layer", "channels", "shape"):
+                table.add_column(col)
+            for row in member_layers(m, gradient=gradient, device=device):
+                table.add_row(row["name"], str(row["channels"]), "x".join(map(str, row["shape"])))
+            console.print(table)
+        return
+    if not layer:
+        raise click.UsageError("--layer is required (see --list-layers)")
+    from ovdiv.attribution.features import FeatureVisConfig
+
+    cfg = FeatureVisConfig(steps=steps, size=size, seed=seed, minimize=minimize, batch_size=batch)
+    with progress_bar() as progress:
+        res = run_features(
+            members,
+            layer=layer,
+            out_dir=out or Path("features") / layer,
+            channels=_channel_list(channels),
+            random_k=random_k,
+            config=cfg,
+            gradient=gradient,
+            device=device,
+            saliency_results=saliency_results,
+            progress=progress,
+        )
+    for method, d in res.summary["hash_distances"].items():
+        for p in d["pairs"]:
+            sem = "-" if p["sem"] is None else f"{p['sem']:.2f}"
+            console.print(f"{method:9s} {p['a']} vs {p['b']}: {p['mean']:.2f} ± {sem} (of {d['bits']} bits)")
+    console.print(f"features: {res.out_dir} (sheet {res.sheet_path.name}, report {res.report_path.name})")
+
+
 # ---- report ----------------------------------------------------------------------------------
 @cli.command()
 @click.argument("results_dir", type=click.Path(path_type=Path))

@@ -183,7 +183,10 @@ class VJPModel:
             self.inference_precision = eff.to_string() if hasattr(eff, "to_string") else str(eff)
         except Exception:  # AUTO and some plugins do not report it
             self.inference_precision = inference_precision
-        self.num_classes = self.graph.model.output(0).get_partial_shape()[1].get_length()
+        out_ps = self.graph.model.output(0).get_partial_shape()
+        # Shape of one sample's output: (C,) for a classifier, (C, H, W) for a graph cut at a feature map.
+        self.output_shape: tuple[int, ...] = tuple(d.get_length() for d in list(out_ps)[1:])
+        self.num_classes = self.output_shape[0]
         self._local = threading.local()
 
     # ------------------------------------------------------------------ requests
@@ -215,15 +218,16 @@ class VJPModel:
 
         Args:
             x: float32 ``(N, 3, H, W)`` network input.
-            u: float32 ``(N, C)`` cotangent (e.g. one-hot targets).
+            u: float32 ``(N, C)`` cotangent (e.g. one-hot targets); ``(N, *output_shape)`` for a model whose
+                output is not ``(N, C)`` (e.g. a graph cut at a ``(N, C, H, W)`` feature map).
 
         Returns:
-            logits float32 ``(N, C)`` and the input gradient float32 ``(N, 3, H, W)``.
+            logits float32 ``(N, C)`` (the model's output) and the input gradient float32 ``(N, 3, H, W)``.
         """
         arr = self._check_x(x)
         uu = np.ascontiguousarray(np.asarray(u, dtype=np.float32))
-        if uu.shape != (arr.shape[0], self.num_classes):
-            raise AttributionInputError(f"u: expected shape ({arr.shape[0]}, {self.num_classes}), got {uu.shape}")
+        if uu.shape != (arr.shape[0], *self.output_shape):
+            raise AttributionInputError(f"u: expected shape {(arr.shape[0], *self.output_shape)}, got {uu.shape}")
         req = self._requests()[1]
         res = req.infer({0: arr, 1: uu})
         return np.array(res[0], dtype=np.float32, copy=True), np.array(res[1], dtype=np.float32, copy=True)

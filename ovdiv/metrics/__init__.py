@@ -57,6 +57,10 @@ from ovdiv.metrics.evidence import SubsetEvidence as SubsetEvidence
 from ovdiv.metrics.evidence import correlation_evidence as correlation_evidence
 from ovdiv.metrics.evidence import subset_bootstrap as subset_bootstrap
 from ovdiv.metrics.evidence import subset_evidence as subset_evidence
+from ovdiv.metrics.feature_hashes import FEATURE_HASH_METHODS as FEATURE_HASH_METHODS
+from ovdiv.metrics.feature_hashes import HASH_BITS as HASH_BITS
+from ovdiv.metrics.feature_hashes import feature_hash_bits as feature_hash_bits
+from ovdiv.metrics.feature_hashes import sibling_hash_distances as sibling_hash_distances
 from ovdiv.metrics.intervals import Interval as Interval
 from ovdiv.metrics.intervals import binomial_interval as binomial_interval
 from ovdiv.metrics.intervals import bootstrap_interval as bootstrap_interval

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 # Importing the family modules registers their builders.
 from ovdiv.models import deit as deit
+from ovdiv.models import googlenet as googlenet
 from ovdiv.models import mnasnet as mnasnet
 from ovdiv.models import resnet as resnet
 from ovdiv.models import squeezenet as squeezenet

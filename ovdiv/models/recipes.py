@@ -25,7 +25,7 @@ A recipe says *what* to train; :mod:`ovdiv.train` says *how*. Schema (keys not l
 ``alpha``), ``adamw``, ``adabelief``, with the keyword arguments of the torch/timm class; schedules
 ``constant``, ``step`` / ``exponential`` (``gamma ** floor(epoch / step_epochs)``, fractional
 ``step_epochs`` allowed, e.g. x0.97 every 2.4 epochs), ``cosine`` (``warmup_epochs``, ``min_factor`` or
-``min_lr``), ``cyclic_cosine`` (``cycles``) and ``onecycle`` (``OneCycleLR`` arguments).
+``min_lr``), ``cyclic_cosine`` (``cycles``, ``min_factor`` or ``min_lr``) and ``onecycle`` (``OneCycleLR`` arguments).
 
 ``transforms.train_crop``: ``"random_resized_crop"`` (the paper: scale 0.08-1, ratio 3/4-4/3, bilinear, the
 crop resized to ``input_size``) or ``"none"`` (images are only resized to ``input_size``; used by the tiny
@@ -78,7 +78,7 @@ SCHEDULE_KEYS: dict[str, frozenset[str]] = {
     "step": frozenset({"step_epochs", "every_epochs", "gamma"}),
     "exponential": frozenset({"step_epochs", "every_epochs", "gamma"}),
     "cosine": frozenset({"warmup_epochs", "min_factor", "min_lr"}),
-    "cyclic_cosine": frozenset({"cycles"}),
+    "cyclic_cosine": frozenset({"cycles", "min_factor", "min_lr"}),
     "onecycle": frozenset(
         {
             "max_lr",

@@ -24,7 +24,7 @@ from ovdiv.runtime.member import FloatArray32, Member, PendingBatches, load_card
 from ovdiv.runtime.preprocessing import check_images, resize_images
 from ovdiv.types import Backend, Precision, UInt8Images
 
-__all__ = ["OpenVINOMember", "core", "add_feature_outputs", "precision_config"]
+__all__ = ["OpenVINOMember", "core", "add_feature_outputs", "feature_taps", "precision_config"]
 
 log = logging.getLogger("ovdiv.runtime")
 _CORE: ov.Core | None = None
@@ -51,19 +51,17 @@ def _static_dims(pshape: ov.PartialShape) -> list[int]:
     return [d.get_length() if d.is_static else -1 for d in pshape]
 
 
-def add_feature_outputs(model: ov.Model) -> tuple[ov.Model, list[str]]:
-    """A copy of ``model`` with extra outputs for CKA: penultimate features and pooled stage outputs.
+def feature_taps(model: ov.Model) -> dict[str, ov.Output]:
+    """The un-pooled outputs behind :meth:`Member.features`' layers, in place in ``model`` (not copied).
 
-    Output 0 stays the logits. Then ``penultimate`` = the activation input of the last MatMul (when the
-    graph has none, the input of the last Convolution, spatially averaged), and ``stage<k>`` = the last
-    op output at each spatial resolution ``(H, W)``, ``H*W > 1``, after the first convolution, averaged
-    over H and W (``ReduceMean`` over axes 2, 3 of an NCHW activation). Every extra output is ``[N, D]``.
+    ``penultimate`` = the activation input of the last MatMul (when the graph has none, the input of the
+    last Convolution), and ``stage<k>`` = the last op output at each spatial resolution ``(H, W)``,
+    ``H*W > 1``, after the first convolution, in order of first appearance (decreasing resolution).
 
     Returns:
-        ``(model_with_outputs, feature_names)``; ``feature_names[i]`` is output ``i + 1``.
+        Layer name -> ``ov.Output`` (``[N, D]`` or ``[N, C, H, W]``), ``penultimate`` first when present.
     """
-    m = model.clone()
-    ordered = m.get_ordered_ops()
+    ordered = model.get_ordered_ops()
     last_matmul: ov.Output | None = None
     last_conv: ov.Output | None = None
     seen_conv = False
@@ -94,8 +92,26 @@ def add_feature_outputs(model: ov.Model) -> tuple[ov.Model, list[str]]:
         if min(dims[1:]) < 1 or dims[2] * dims[3] <= 1:
             continue
         stages[(dims[2], dims[3])] = node.output(0)
-    new_outputs: list[ov.Output] = []
-    names: list[str] = []
+    taps: dict[str, ov.Output] = {}
+    pen = last_matmul if last_matmul is not None else last_conv
+    if pen is not None:
+        taps["penultimate"] = pen
+    for k, out in enumerate(stages.values(), start=1):
+        taps[f"stage{k}"] = out
+    return taps
+
+
+def add_feature_outputs(model: ov.Model) -> tuple[ov.Model, list[str]]:
+    """A copy of ``model`` with extra outputs for CKA: penultimate features and pooled stage outputs.
+
+    Output 0 stays the logits. Then the layers of :func:`feature_taps`, ``stage<k>`` averaged over H and
+    W (``ReduceMean`` over axes 2, 3 of an NCHW activation; a 4-D penultimate too). Every extra output
+    is ``[N, D]``.
+
+    Returns:
+        ``(model_with_outputs, feature_names)``; ``feature_names[i]`` is output ``i + 1``.
+    """
+    m = model.clone()
 
     def pooled(out: ov.Output) -> ov.Output:
         rank = out.get_partial_shape().rank.get_length()
@@ -106,15 +122,9 @@ def add_feature_outputs(model: ov.Model) -> tuple[ov.Model, list[str]]:
         flat = ops.reshape(out, ops.constant(np.array([0, -1], dtype=np.int64)), special_zero=True)
         return flat.output(0)
 
-    pen = last_matmul if last_matmul is not None else last_conv
-    if pen is not None:
-        new_outputs.append(pooled(pen))
-        names.append("penultimate")
-    for k, out in enumerate(stages.values(), start=1):
-        new_outputs.append(pooled(out))
-        names.append(f"stage{k}")
-    m.add_results([ops.result(o) for o in new_outputs])
-    return m, names
+    taps = feature_taps(m)
+    m.add_results([ops.result(pooled(o)) for o in taps.values()])
+    return m, list(taps)
 
 
 class _QueueWait(PendingBatches):

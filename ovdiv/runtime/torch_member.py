@@ -10,6 +10,7 @@ in the OpenVINO backend) and the last 4-D leaf-module output per spatial resolut
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,43 @@ from ovdiv.types import Backend, Precision
 if TYPE_CHECKING:
     import openvino as ov
 
-__all__ = ["TorchMember"]
+__all__ = ["TorchMember", "feature_taps"]
+
+HookRecord = tuple[str, nn.Module, Any, Any]
+
+
+def feature_taps(records: Sequence[HookRecord]) -> dict[str, tuple[int, str]]:
+    """Which leaf-module call gives each layer of :meth:`Member.features` (un-pooled).
+
+    Args:
+        records: ``(module name, module, inputs, output)`` of every leaf-module call of one forward, in
+            call order (forward hooks).
+
+    Returns:
+        Layer name -> ``(record index, "input" | "output")``: ``penultimate`` = the input of the last
+        ``nn.Linear`` (without one, the input of the last ``nn.Conv2d``), ``stage<k>`` = the last 4-D
+        leaf output at each spatial resolution after the first ``nn.Conv2d``.
+    """
+    pen: tuple[int, str] | None = None
+    last_conv_in: tuple[int, str] | None = None
+    seen_conv = False
+    stages: dict[tuple[int, int], tuple[int, str]] = {}
+    for i, (_n, m, _inp, out) in enumerate(records):
+        if isinstance(m, nn.Linear):
+            pen = (i, "input")
+        if isinstance(m, nn.Conv2d):
+            seen_conv = True
+            last_conv_in = (i, "input")
+        if seen_conv and isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[2] * out.shape[3] > 1:
+            stages[(int(out.shape[2]), int(out.shape[3]))] = (i, "output")
+    taps: dict[str, tuple[int, str]] = {}
+    if pen is None:  # no Linear head (e.g. SqueezeNet's conv classifier): input of the last conv
+        pen = last_conv_in
+    if pen is not None:
+        taps["penultimate"] = pen
+    for k, rec in enumerate(stages.values(), start=1):
+        taps[f"stage{k}"] = rec
+    return taps
 
 
 class TorchMember(Member):
@@ -76,7 +113,7 @@ class TorchMember(Member):
         return y.float().cpu().numpy()
 
     def _features(self, x: np.ndarray) -> dict[str, FloatArray32]:
-        records: list[tuple[str, nn.Module, Any, Any]] = []
+        records: list[HookRecord] = []
         handles = []
         for mname, mod in self.module.named_modules():
             if next(mod.children(), None) is not None:
@@ -92,28 +129,12 @@ class TorchMember(Member):
         finally:
             for h in handles:
                 h.remove()
-        pen: torch.Tensor | None = None
-        last_conv_in: torch.Tensor | None = None
-        seen_conv = False
-        stages: dict[tuple[int, int], torch.Tensor] = {}
-        for _n, m, inp, out in records:
-            if isinstance(m, nn.Linear):
-                pen = inp[0]
-            if isinstance(m, nn.Conv2d):
-                seen_conv = True
-                last_conv_in = inp[0]
-            if seen_conv and isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[2] * out.shape[3] > 1:
-                stages[(int(out.shape[2]), int(out.shape[3]))] = out
         feats: dict[str, FloatArray32] = {}
-        if pen is None:  # no Linear head (e.g. SqueezeNet's conv classifier): input of the last conv
-            pen = last_conv_in
-        if pen is not None:
-            p = pen.float()
-            if p.ndim == 4:
-                p = p.mean(dim=(2, 3))
-            feats["penultimate"] = p.reshape(p.shape[0], -1).cpu().numpy()
-        for k, t in enumerate(stages.values(), start=1):
-            feats[f"stage{k}"] = t.float().mean(dim=(2, 3)).cpu().numpy()
+        for key, (i, kind) in feature_taps(records).items():
+            t = (records[i][2][0] if kind == "input" else records[i][3]).float()
+            if t.ndim == 4:
+                t = t.mean(dim=(2, 3))
+            feats[key] = t.reshape(t.shape[0], -1).cpu().numpy()
         return feats
 
     def read_model(self) -> ov.Model:

@@ -122,7 +122,11 @@ def train_snapshot(
         _independent,
         loaders,
         optimizer=cfg.optimizer,
-        schedule={"name": "cyclic_cosine", "cycles": cycles},
+        schedule={
+            "name": "cyclic_cosine",
+            "cycles": cycles,
+            **{k: cfg.schedule[k] for k in ("min_lr", "min_factor") if k in cfg.schedule},
+        },
         epochs=cfg.epochs,
         out_dir=out_dir,
         env=env,

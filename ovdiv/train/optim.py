@@ -14,8 +14,9 @@ Schedule spec (``recipe.schedule``), all evaluated per optimizer step on the fra
   for "×0.97 every 2.4 epochs" (MNASNet).
 - ``cosine``: linear warm-up over ``warmup_epochs`` then ``min_factor + (1 − min_factor) ·
   ½(1 + cos(π · t))`` with ``t`` the post-warm-up progress in [0, 1].
-- ``cyclic_cosine`` (snapshot ensembles, Huang et al. 2017): ``½(1 + cos(π · (s mod S) / S))`` with
-  ``S = ceil(total_steps / cycles)`` — the lr restarts at its base value every cycle.
+- ``cyclic_cosine`` (snapshot ensembles, Huang et al. 2017): ``min_factor + (1 − min_factor) ·
+  ½(1 + cos(π · (s mod S) / S))`` with ``S = ceil(total_steps / cycles)`` — the lr restarts at its base
+  value every cycle and anneals towards ``min_lr`` (``min_factor = min_lr / lr``; default 0).
 - ``onecycle``: ``torch.optim.lr_scheduler.OneCycleLR`` (``max_lr`` defaults to the optimizer lr;
   ``pct_start``, ``div_factor``, ``final_div_factor``, ``anneal_strategy``, ``cycle_momentum``,
   ``base_momentum``, ``max_momentum``) — it also cycles momentum (or Adam's β1) inversely to the lr.
@@ -131,7 +132,8 @@ def schedule_factor(
         if cycles < 1:
             raise ConfigError(f"{where}: cycles must be >= 1, got {cycles}")
         length = math.ceil(total / cycles)
-        return lambda s: 0.5 * (1.0 + math.cos(math.pi * (s % length) / length))
+        low = float(spec.get("min_factor", float(spec.get("min_lr", 0.0)) / base_lr if base_lr else 0.0))
+        return lambda s: low + (1.0 - low) * 0.5 * (1.0 + math.cos(math.pi * (s % length) / length))
     raise ConfigError(f"{where}: schedule {name!r} is not a multiplier schedule")
 
 
