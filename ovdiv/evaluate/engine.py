@@ -366,6 +366,39 @@ class Evaluator:
         self._explainer_cache = [cls(m, batch_size=self.opt.batch_size) for m in self.ens]
         return self._explainer_cache
 
+    def run_gradient_check(self, ds: Any) -> dict[str, dict[str, Any]]:
+        """Check every member's gradient graph on the first images of ``ds`` (before any attribution).
+
+        Returns:
+            Member name -> :meth:`GradientCheckReport.to_dict` (the results' evidence); empty when attribution
+            or the check is off.
+
+        Raises:
+            GradientCheckError: a member's VJP disagrees with finite differences of its own forward (one
+                error naming it, and the other failing members).
+        """
+        if self.opt.gradient_check == "off" or self.attribution_n(ds) == 0:
+            return {}
+        attr: Any = importlib.import_module("ovdiv.attribution")
+        _, imgs, _ = next(ds.batches(4, start=0, stop=4))
+        reports: list[Any] = []
+        for m, ex in zip(self.ens, self._explainers(), strict=True):
+            self.progress(Progress(f"gradient check ({self.opt.gradient_check})", len(reports), len(self.ens)))
+            reports.append(
+                attr.check_gradients(ex, np.asarray(imgs), self.opt.gradient_check, name=m.name, seed=self.opt.seed)
+            )
+        self.progress(Progress(f"gradient check ({self.opt.gradient_check})", len(reports), len(self.ens)))
+        failed = [r for r in reports if not r.passed]
+        if failed:
+            from ovdiv.errors import GradientCheckError
+
+            also = f"; also failed: {', '.join(r.member for r in failed[1:])}" if len(failed) > 1 else ""
+            try:
+                failed[0].raise_for_failure()
+            except GradientCheckError as exc:
+                raise GradientCheckError(exc.message + also, exc.hint) from None
+        return {r.member: r.to_dict() for r in reports}
+
     def _targets(self, logits: np.ndarray, labels: np.ndarray, start: int) -> np.ndarray:
         """Target classes ``(M, B)`` for one batch of pool logits ``(M, B, C)``."""
         t = self.opt.attribution_target
@@ -491,6 +524,7 @@ def evaluate(
     seed: int = 0,
     chunk_size: int = 512,
     examples: int = 16,
+    gradient_check: str = "quick",
     out: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
 ) -> EvalResult:
@@ -522,6 +556,9 @@ def evaluate(
         seed: Dataset seed and majority-vote tie-break seed.
         chunk_size: Images per cached chunk (resume granularity).
         examples: Attribution maps kept per dataset for the report.
+        gradient_check: ``quick`` (default), ``full`` or ``off``: before any attribution, each member's VJP
+            graph is checked against finite differences of its own forward on the first images of the first
+            dataset (:func:`ovdiv.attribution.check_gradients`); outcomes go to ``metadata["gradient_check"]``.
         out: Write ``results.json``, ``results.csv`` and ``extras/`` here.
         progress: Progress callback.
 
@@ -529,7 +566,8 @@ def evaluate(
         An :class:`EvalResult` (``complete=False`` and no rows for a shard whose siblings are not done).
 
     Raises:
-        OvdivError: bad members, datasets or options; NaN logits (naming each member). Nothing is
+        OvdivError: bad members, datasets or options; NaN logits (naming each member);
+            :class:`~ovdiv.errors.GradientCheckError` (a member's gradient graph is wrong). Nothing is
             written to ``out`` in that case.
     """
     t_start = time.perf_counter()
@@ -552,6 +590,7 @@ def evaluate(
         seed=seed,
         chunk_size=chunk_size,
         examples=examples,
+        gradient_check=gradient_check,
     )
     given: list[Any] = [datasets] if isinstance(datasets, str) or hasattr(datasets, "batches") else list(datasets)
     items: list[Any] = []
@@ -593,6 +632,9 @@ def evaluate(
         ev.run_logits(ds, spec)
     ev._tick("logits", t0)
     ev.check_finite(specs, prepared)  # before attribution, which would take targets from NaN logits
+    t0 = time.perf_counter()
+    grad_check = ev.run_gradient_check(prepared[0]) if prepared else {}
+    ev._tick("gradient_check", t0)
 
     for spec, ds in zip(specs, prepared, strict=True):
         t0 = time.perf_counter()
@@ -615,6 +657,7 @@ def evaluate(
         "datasets": [{"spec": s, "manifest": dict(ds.manifest)} for s, ds in zip(specs, prepared, strict=True)],
         "pool": ens.name,
         "options": opt.to_dict(),
+        "gradient_check": grad_check,
     }
 
     complete = (

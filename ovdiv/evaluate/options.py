@@ -49,6 +49,16 @@ def _positive(value: int | None, option: str, *, allow_zero: bool = False) -> in
     return v
 
 
+_GRADIENT_CHECK_MODES = ("off", "quick", "full")
+
+
+def _gradient_check(value: str | None) -> str:
+    v = "off" if value is None else str(value).lower()
+    if v not in _GRADIENT_CHECK_MODES:
+        raise ConfigError(f"--gradient-check {value!r} is not valid", f"choose one of {list(_GRADIENT_CHECK_MODES)}")
+    return v
+
+
 @dataclass
 class EvalOptions:
     """Everything that shapes an evaluation besides members and datasets.
@@ -71,6 +81,9 @@ class EvalOptions:
         seed: Dataset seed (and majority-vote tie-break seed).
         chunk_size: Images per cached chunk (the resume granularity).
         examples: Example attribution maps kept for the report's saliency grids.
+        gradient_check: ``quick`` (default), ``full`` or ``off``: each member's VJP graph is checked against
+            finite differences of its own forward before its attributions are used
+            (:func:`ovdiv.attribution.check_gradients`).
     """
 
     subset_size: int | None = None
@@ -88,6 +101,7 @@ class EvalOptions:
     seed: int = 0
     chunk_size: int = 512
     examples: int = 16
+    gradient_check: str = "quick"
 
     @classmethod
     def build(
@@ -108,6 +122,7 @@ class EvalOptions:
         seed: int = 0,
         chunk_size: int = 512,
         examples: int = 16,
+        gradient_check: str = "quick",
     ) -> EvalOptions:
         """Validate user-facing values (strings from the CLI or Python) into options."""
         rules = [consensus] if isinstance(consensus, str | Consensus) else list(consensus)
@@ -130,6 +145,7 @@ class EvalOptions:
             seed=int(seed),
             chunk_size=_positive(chunk_size, "chunk_size") or 512,
             examples=_positive(examples, "examples", allow_zero=True) or 0,
+            gradient_check=_gradient_check(gradient_check),
         )
 
     def to_dict(self) -> dict[str, Any]:
