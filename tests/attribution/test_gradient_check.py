@@ -146,14 +146,20 @@ def test_int8_member_checked_against_ste_reference(tiny_pool, images, tmp_path) 
     assert rep.outcome == "passed" and "FakeQuantize" in rep.reference and rep.suspects == [], rep
 
 
-def test_no_false_alarm_on_random_resnet18_relu_maxpool() -> None:
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["resnet18", "vgg11_bn"])
+def test_no_false_alarm_on_random_relu_maxpool_cnns(tmp_path, arch) -> None:
+    """Random-weight torchvision CNNs (ReLU kinks, max-pool windows) in FP32 IR, FP16-compressed IR and ONNX."""
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=10).eval()
+    model = getattr(torchvision.models, arch)(num_classes=10).eval()
     x = torch.randn(1, 3, 64, 64)
     ir = ov.convert_model(model, example_input=x, input=[-1, 3, 64, 64])
+    ov.save_model(ir, tmp_path / "fp16.xml", compress_to_fp16=True)
+    torch.onnx.export(model, (x,), str(tmp_path / "m.onnx"), opset_version=17, dynamo=False)
     imgs = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
-    rep = check_gradients(ir, imgs, "quick", name="resnet18")
-    assert rep.outcome == "passed" and rep.ratio < 0.6, rep
+    for m in (ir, tmp_path / "fp16.xml", tmp_path / "m.onnx"):
+        rep = check_gradients(m, imgs, "quick", name=arch)
+        assert rep.outcome == "passed" and rep.ratio < 0.6, (m, rep)
 
 
 # ------------------------------------------------------------------------------------ evaluate + CLI
