@@ -200,3 +200,11 @@ def test_cli_gradient_check(tiny_pool, tmp_path, monkeypatch) -> None:
     assert len(lines) == 1 and "gradient check failed" in lines[0] and "Convolution" in lines[0], r.output
     assert run("--gradient-check", "off", out="off").exit_code == 0
     assert run("--gradient-check", "sometimes").exit_code == 2
+
+
+def test_report_evidence_shows_the_check() -> None:
+    from ovdiv.report.html import _evidence
+
+    md = {"gradient_check": {"m0": {"mode": "quick", "outcome": "passed", "error": 0.0123, "tolerance": 0.1}}}
+    html = _evidence({"metadata": md})
+    assert "Gradient check" in html and "m0" in html and "passed" in html and "0.0123" in html
