@@ -534,6 +534,96 @@ def localise(
     return checks
 
 
+def _prefix_model(model: ov.Model, out: ov.Output, seed: int) -> ov.Model | None:
+    """``x -> sum_{spatial}(t * R)`` ``(N, C)`` for an intermediate tensor ``t`` (fixed random ``R``), or None."""
+    ps = out.get_partial_shape()
+    if ps.rank.is_dynamic or ps.rank.get_length() < 2 or not all(d.is_static for d in list(ps)[1:]):
+        return None
+    rank = ps.rank.get_length()
+    t = out if out.get_element_type() == ov.Type.f32 else ops.convert(out, ov.Type.f32).output(0)
+    if rank > 2:
+        dims = [1, *[d.get_length() for d in list(ps)[1:]]]
+        r = np.random.default_rng(seed).standard_normal(dims).astype(np.float32)
+        t = ops.reduce_sum(ops.multiply(t, ops.constant(r)), ops.constant(np.arange(2, rank, dtype=np.int64))).output(0)
+    return ov.Model([ops.result(t)], model.get_parameters(), "ovdiv_gradcheck_prefix")
+
+
+def bisect_prefix(
+    model: ov.Model,
+    x: F32,
+    *,
+    directions: int = 4,
+    seed: int = 0,
+    device: str = "CPU",
+    config: dict[str, Any] | None = None,
+) -> tuple[OpCheck | None, int]:
+    """Find the first op on the gradient path whose output's gradient, *in context*, is wrong.
+
+    For a tensor ``t`` produced by the ``k``-th op of the gradient path, the prefix ``x -> t`` (reduced to
+    ``(N, C)`` with a fixed random spatial projection) is differentiated by the same builder and checked like a
+    member. Bisection over ``k`` (prefix checks fail from the first wrong op on) finds the first failing prefix;
+    its op is where a wrong gradient enters (this also catches errors that no rule shows alone, e.g. how
+    the builder or the plugin combines them).
+
+    Returns:
+        ``(check of the first failing op or None, number of prefix checks run)``.
+    """
+    from ovdiv.attribution.runner import VJPModel
+
+    m = model.clone()
+    gp = gradient_path(m)
+    cands = [n for n in gp.ops if n.get_output_size() >= 1 and n.get_output_element_type(0).is_real()]
+    rng_seed = seed
+    runs = 0
+    cache: dict[int, tuple[bool, dict[str, float]]] = {}
+
+    def check(i: int) -> tuple[bool, dict[str, float]] | None:
+        nonlocal runs
+        if i in cache:
+            return cache[i]
+        pm = _prefix_model(m, cands[i].output(0), rng_seed + i)
+        if pm is None:
+            return None
+        try:
+            r = VJPModel(pm, device=device, config=config)
+        except Exception:  # a prefix the builder cannot take (e.g. a rule needing static values downstream)
+            return None
+        runs += 1
+        t = _model_trials(
+            r.forward,
+            lambda xx, uu: r.vjp(xx, uu)[1],
+            x,
+            r.num_classes,
+            directions=directions,
+            rng=np.random.default_rng(seed),
+        ).summary()
+        cache[i] = (t["ratio"] <= 1.0, t)
+        return cache[i]
+
+    lo, hi = 0, len(cands) - 1  # invariant: the prefix at hi fails (the whole model does)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        res = None
+        j = mid
+        while j >= lo and (res := check(j)) is None:  # skip tensors without a usable prefix
+            j -= 1
+        if res is None:
+            lo = mid + 1
+            continue
+        if res[0]:
+            lo = mid + 1
+        else:
+            hi = j
+    final = check(hi)
+    if final is None or final[0]:
+        return None, runs
+    node = cands[hi]
+    t = final[1]
+    return OpCheck(
+        node.get_type_name(), node.get_friendly_name(), t["error"], t["tolerance"], False, "in context"
+    ), runs
+
+
 # ---------------------------------------------------------------------------------------------- member level
 def _suspects(checks: Sequence[OpCheck]) -> list[str]:
     return sorted({c.op_type for c in checks if not c.passed})
@@ -650,6 +740,11 @@ def check_gradients(
     if graph is not None and (failed or mode == "full"):
         rep.ops = localise(graph, x[:1], seed=seed, device=run_device, config=run_cfg)
         rep.suspects = _suspects(rep.ops)
+        if failed and not rep.suspects:  # every rule is right alone: find where the error enters in context
+            first, _ = bisect_prefix(graph, x[:1], seed=seed, device=run_device, config=run_cfg)
+            if first is not None:
+                rep.ops.append(first)
+                rep.suspects = [f"{first.op_type} (in context, node '{first.node}')"]
         if rep.suspects and not failed:  # full mode: a node whose rule fails its local check fails the member
             failed = True
             rep.outcome = "failed"

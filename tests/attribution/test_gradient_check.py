@@ -208,3 +208,15 @@ def test_report_evidence_shows_the_check() -> None:
     md = {"gradient_check": {"m0": {"mode": "quick", "outcome": "passed", "error": 0.0123, "tolerance": 0.1}}}
     html = _evidence({"metadata": md})
     assert "Gradient check" in html and "m0" in html and "passed" in html and "0.0123" in html
+
+
+def test_bisect_prefix_finds_where_a_wrong_gradient_enters(tiny_pool, monkeypatch) -> None:
+    """In-context localisation (used when every rule passes alone): the first failing prefix is the bad op."""
+    from ovdiv.attribution.gradcheck import bisect_prefix
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    forward = VJPModel(tiny_pool.ir["m0"]).graph.forward
+    assert bisect_prefix(forward, x)[0] is None  # nothing fails
+    monkeypatch.setitem(VJP_RULES, "Relu", _broken("Relu", 2.0))
+    first, runs = bisect_prefix(forward, x)
+    assert first is not None and first.op_type == "Relu" and not first.passed and 1 <= runs <= 8, first
