@@ -34,16 +34,23 @@ verdict uses robust statistics: the check fails when the **median** over trials 
 
 **INT8 members.** The VJP of a FakeQuantize is the straight-through estimator (STE); the quantized
 forward is piecewise constant, so its finite differences are not the reference. The check instead runs on
-the member's graph with every FakeQuantize on the data path given ``2^20`` levels (same ranges, so the
-STE rule and its clipping are unchanged): its forward is the clamp-affine map whose exact derivative the
-STE is, up to a staircase finer than f32 resolution. Weight FakeQuantize (constant subgraphs) is kept.
+the member's graph with every FakeQuantize on the data path replaced by its clamp-affine map
+(:func:`ste_reference_model`), the function whose exact derivative the STE is; weights, int8 weight
+decompression and weight FakeQuantize (constant subgraphs) are kept. This checks every rule of the member's
+graph in its own topology; the STE rule itself is covered by the single-op tests. On random-weight INT8
+CNNs (calibrated on a few noise images) this reference was measured to be rough along random directions
+(``|d(h) - d(2h)|`` large), which the tolerance absorbs: such checks come out ``inconclusive``, not passed.
 
 **Localisation** (``mode="full"``, or after a failed quick check): every node on the gradient path,
 one per distinct (type, attributes, input shapes) signature, is checked alone on its *actual* forward
 inputs (one image, read from the forward graph): its rule (the registry's, as the VJP builder would call
-it) on a one-node graph vs central differences of that node, with multiplicative directions
-``v = z |x|`` (they keep zeros at zero, so the ReLU kinks and all-zero max-pool windows that follow ReLUs
-in a real network are not crossed). The op types whose node fails are named in the error.
+it) on a one-node graph vs central differences of that node, with value-dependent directions
+``v = x psi(x)`` (random smooth ``psi``; they keep zeros at zero, signs and ties, so the ReLU kinks, all-zero
+max-pool windows and values clamped at a common bound found in a real network are not crossed). The op
+types whose node fails are named in the error. When the model fails but every rule passes alone (the error
+comes from how the graph combines them, or from the plugin), :func:`bisect_prefix` finds the first op on the
+gradient path whose *prefix* ``x -> t`` (reduced to ``(N, C)`` by a fixed random projection) fails
+the same check; that op is named "in context".
 """
 
 from __future__ import annotations
@@ -83,10 +90,13 @@ RTOL_FLOOR = 0.1
 random-weight ResNet-50s (many ReLU kinks) give up to ~0.05 with a correct gradient."""
 SAFETY = 4.0
 """Multiple of the measured finite-difference inconsistency ``|d(h) - d(2h)|`` allowed."""
+INCONCLUSIVE_TOLERANCE = 0.5
+"""A median tolerance above this means the member's own forward is too rough along the directions (its finite
+differences disagree with themselves at ``h`` and ``2h``) for the check to vouch for the gradient: the outcome is
+``inconclusive`` (recorded and logged as a warning; the run goes on)."""
 STEP = 1e-3
 """Relative step ``h`` (perturbation RMS / input RMS)."""
 _SETTINGS = {"quick": (2, 3), "full": (4, 6)}  # (images, directions per image)
-_STE_LEVELS = 2**20
 
 
 def _mode(mode: str) -> str:
@@ -124,7 +134,8 @@ class GradientCheckReport:
     Attributes:
         member: Member name.
         mode: ``quick``, ``full`` or ``off``.
-        outcome: ``passed``, ``failed`` or ``skipped``.
+        outcome: ``passed``, ``failed``, ``inconclusive`` (the forward's own finite differences are too
+            rough to vouch for the gradient; recorded, the run goes on) or ``skipped``.
         reference: What the VJP was compared with.
         error: Median normalised error ``|a - d| / s`` over trials (a relative gradient error).
         tolerance: Median per-trial tolerance.
@@ -280,6 +291,20 @@ def _model_trials(
     return _Trials(np.asarray(errs), np.asarray(tols))
 
 
+def _value_direction(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``v = x psi(x)`` with a random smooth ``psi`` of the *value*: zeros stay zero, signs and ties stay.
+
+    Equal inputs move together, so all-zero max-pool windows after a ReLU, values clamped at the same bound
+    (ReLU6, an INT8 range) and ReLU signs are never switched by the finite difference.
+    """
+    xd = np.asarray(x, np.float64)
+    sig = float(np.sqrt(np.mean(xd * xd))) or 1.0
+    psi = np.zeros_like(xd)
+    for a, w, p in zip(rng.standard_normal(4), rng.uniform(0.5, 3.0, 4), rng.uniform(0, 2 * np.pi, 4), strict=True):
+        psi += a * np.cos(w * xd / sig + p)
+    return xd * psi
+
+
 def _local_trials(
     forward: Callable[[list[F32]], list[F32]],
     vjp: Callable[[list[F32], list[F32]], list[F32]],
@@ -290,7 +315,7 @@ def _local_trials(
     rng: np.random.Generator,
     step: float = STEP,
 ) -> _Trials:
-    """Trials of one node (several inputs / outputs, batch 1) with multiplicative directions ``z |x|``."""
+    """Trials of one node (several inputs / outputs, batch 1) with value-dependent directions."""
     us = [rng.standard_normal(s).astype(np.float32) for s in out_shapes]
     grads = [np.asarray(gi, np.float64) for gi in vjp(list(xs), us)]
     gnorm2 = sum(float(np.sum(gi * gi)) for gi in grads)
@@ -298,7 +323,7 @@ def _local_trials(
     hs = (step, 2 * step)
     errs, tols = [], []
     for _ in range(directions):
-        v = [_unit_rms(rng.standard_normal(x.shape) * np.abs(x), x) for x in xs]
+        v = [_unit_rms(_value_direction(x, rng), x) for x in xs]
         a, d = [], []
         for h in hs:
             xp = [(x.astype(np.float64) + h * vi).astype(np.float32) for x, vi in zip(xs, v, strict=True)]
@@ -359,12 +384,15 @@ def check_vjp_functions(
 
 # ---------------------------------------------------------------------------------------------- INT8 reference
 def ste_reference_model(model: ov.Model) -> tuple[ov.Model, int]:
-    """The check's reference for a FakeQuantize model: data-path FakeQuantize ops get ``2^20`` levels.
+    """The check's reference for a FakeQuantize model: data-path FakeQuantize -> its clamp-affine map.
+
+    ``FQ(x; il, ih, ol, oh)`` becomes ``ol + (min(max(x, il), ih) - il) (oh - ol) / (ih - il)``: the function the
+    STE differentiates exactly (its derivative is ``(oh - ol)/(ih - il)`` inside ``[il, ih]``, 0 outside). The
+    result is still the member's graph (weights, int8 decompression and every other op unchanged), differentiated
+    by the same builder with the elementwise rules.
 
     Returns:
-        ``(clone, count)``: the modified clone and the number of FakeQuantize ops changed. Same ranges, so the
-        STE rule (and its clipping) is the one the member's VJP uses; the forward is the clamp-affine map the
-        STE differentiates exactly, up to a staircase below f32 resolution.
+        ``(clone, count)``: the modified clone and the number of FakeQuantize ops replaced.
     """
     m = model.clone()
     gp = gradient_path(m)
@@ -372,8 +400,10 @@ def ste_reference_model(model: ov.Model) -> tuple[ov.Model, int]:
     for node in gp.ops:
         if node.get_type_name() != "FakeQuantize" or not gp.needs[node.get_name()][0]:
             continue
-        auto = str(node.get_attributes().get("auto_broadcast", "numpy")).lower()
-        new = ops.fake_quantize(*[node.input_value(i) for i in range(5)], _STE_LEVELS, auto_broadcast=auto)
+        x, il, ih, ol, oh = (node.input_value(i) for i in range(5))
+        clamped = ops.minimum(ops.maximum(x, il), ih)
+        scale = ops.divide(ops.subtract(oh, ol), ops.subtract(ih, il))
+        new = ops.add(ops.multiply(ops.subtract(clamped, il), scale), ol)
         new.set_friendly_name(node.get_friendly_name())
         for target in list(node.output(0).get_target_inputs()):
             target.replace_source_output(new.output(0))
@@ -708,8 +738,8 @@ def check_gradients(
             if count:
                 runner = VJPModel(ref, device=run_device, config=run_cfg)
                 reference = (
-                    f"finite differences of the member's forward with its {count} data-path FakeQuantize op(s) at "
-                    f"2^20 levels (the function whose exact gradient the STE is; f32)"
+                    f"finite differences of the member's forward with its {count} data-path FakeQuantize op(s) "
+                    f"replaced by their clamp-affine maps (the function whose exact gradient the STE is; f32)"
                 )
         graph = runner.graph.forward
         forward = runner.forward
@@ -724,10 +754,11 @@ def check_gradients(
     trials = _model_trials(forward, vjp, x, num_classes, directions=n_dir, rng=rng, batch=batch_size)
     s = trials.summary()
     failed = s["ratio"] > 1.0 or not math.isfinite(s["ratio"])
+    outcome = "failed" if failed else "inconclusive" if s["tolerance"] > INCONCLUSIVE_TOLERANCE else "passed"
     rep = GradientCheckReport(
         label,
         mode,
-        "failed" if failed else "passed",
+        outcome,
         reference=reference,
         error=s["error"],
         tolerance=s["tolerance"],
@@ -751,6 +782,12 @@ def check_gradients(
     if failed:
         rep.reason = rep.message()
         _log.info("%s", rep.reason)  # the caller raises it as one error line
+    elif outcome == "inconclusive":
+        rep.reason = (
+            f"finite differences of the forward are too rough to vouch for the gradient (median tolerance "
+            f"{rep.tolerance:.3g} > {INCONCLUSIVE_TOLERANCE}); error {rep.error:.3g}"
+        )
+        _log.warning("member '%s': gradient check inconclusive: %s", label, rep.reason)
     else:
         _log.info(
             "member '%s': gradient check %s passed (error %.3g, tolerance %.3g)", label, mode, rep.error, rep.tolerance

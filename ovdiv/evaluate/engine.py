@@ -379,15 +379,34 @@ class Evaluator:
         """
         if self.opt.gradient_check == "off" or self.attribution_n(ds) == 0:
             return {}
+        import json
+
+        from ovdiv.atomic import write_json
+
         attr: Any = importlib.import_module("ovdiv.attribution")
         _, imgs, _ = next(ds.batches(4, start=0, stop=4))
+        task = f"gradient check ({self.opt.gradient_check})"
+        evidence: dict[str, dict[str, Any]] = {}
         reports: list[Any] = []
-        for m, ex in zip(self.ens, self._explainers(), strict=True):
-            self.progress(Progress(f"gradient check ({self.opt.gradient_check})", len(reports), len(self.ens)))
-            reports.append(
-                attr.check_gradients(ex, np.asarray(imgs), self.opt.gradient_check, name=m.name, seed=self.opt.seed)
+        for k, m in enumerate(self.ens):
+            self.progress(Progress(task, k, len(self.ens)))
+            # A passed check is cached with the member's other work (a fully cached run executes no model).
+            key = {**self._member_key(m, ds), "kind": "gradient_check", "mode": self.opt.gradient_check}
+            key.update(seed=self.opt.seed, versions=tool_versions())
+            path = self.cache.unit_dir("gradient_check", self.cache.key(**key), {**key, "name": m.name}) / "check.json"
+            if path.is_file():
+                self.cache.count("gradient_check", True)
+                evidence[m.name] = {**json.loads(path.read_text()), "cached": True}
+                continue
+            self.cache.count("gradient_check", False)
+            rep = attr.check_gradients(
+                self._explainers()[k], np.asarray(imgs), self.opt.gradient_check, name=m.name, seed=self.opt.seed
             )
-        self.progress(Progress(f"gradient check ({self.opt.gradient_check})", len(reports), len(self.ens)))
+            reports.append(rep)
+            evidence[m.name] = rep.to_dict()
+            if rep.passed:
+                write_json(path, rep.to_dict())
+        self.progress(Progress(task, len(self.ens), len(self.ens)))
         failed = [r for r in reports if not r.passed]
         if failed:
             from ovdiv.errors import GradientCheckError
@@ -397,7 +416,7 @@ class Evaluator:
                 failed[0].raise_for_failure()
             except GradientCheckError as exc:
                 raise GradientCheckError(exc.message + also, exc.hint) from None
-        return {r.member: r.to_dict() for r in reports}
+        return evidence
 
     def _targets(self, logits: np.ndarray, labels: np.ndarray, start: int) -> np.ndarray:
         """Target classes ``(M, B)`` for one batch of pool logits ``(M, B, C)``."""

@@ -140,10 +140,25 @@ def test_int8_member_checked_against_ste_reference(tiny_pool, images, tmp_path) 
     calib = [np.random.default_rng(i).standard_normal((1, 3, 32, 32)).astype(np.float32) for i in range(4)]
     q = nncf.quantize(ir, nncf.Dataset(calib), subset_size=4)
     ref, count = ste_reference_model(q)
-    fqs = [n for n in ref.get_ordered_ops() if n.get_type_name() == "FakeQuantize"]
-    assert count >= 2 and sum(int(n.get_attributes()["levels"]) == 2**20 for n in fqs) == count
+    assert count >= 2 and "FakeQuantize" not in {n.get_type_name() for n in ref.get_ordered_ops()}
     rep = check_gradients(VJPModel(q), images.astype(np.float32).transpose(0, 3, 1, 2) / 255.0, "full", name="q")
-    assert rep.outcome == "passed" and "FakeQuantize" in rep.reference and rep.suspects == [], rep
+    assert rep.outcome in ("passed", "inconclusive") and "FakeQuantize" in rep.reference and rep.suspects == [], rep
+
+
+def test_ste_reference_is_the_clamp_affine_map() -> None:
+    """A per-channel FakeQuantize becomes ``ol + (clip(x, il, ih) - il) (oh - ol) / (ih - il)`` (numpy)."""
+    import openvino.opset15 as ops
+
+    rng = np.random.default_rng(0)
+    il, ih = -rng.random((1, 3, 1, 1)).astype(np.float32), 1 + rng.random((1, 3, 1, 1)).astype(np.float32)
+    ol, oh = np.float32(-0.5), np.float32(2.0)
+    p = ops.parameter([1, 3, 4, 4], ov.Type.f32)
+    fq = ops.fake_quantize(p, ops.constant(il), ops.constant(ih), ops.constant(ol), ops.constant(oh), 256)
+    ref, count = ste_reference_model(ov.Model([ops.result(fq)], [p]))
+    x = 2 * rng.standard_normal((1, 3, 4, 4)).astype(np.float32)
+    got = ov.Core().compile_model(ref, "CPU")(x)[0]
+    np.testing.assert_allclose(got, ol + (np.clip(x, il, ih) - il) * (oh - ol) / (ih - il), rtol=1e-5, atol=1e-6)
+    assert count == 1
 
 
 @pytest.mark.slow
