@@ -762,6 +762,14 @@ def export(
 )
 @click.option("--attribution-norm", default="max", show_default=True, type=click.Choice(["max", "sum", "none"]))
 @click.option("--attribution-samples", type=int, help="Attribution on the first N images (default: all).")
+@click.option(
+    "--gradient-check",
+    default="quick",
+    show_default=True,
+    type=click.Choice(["quick", "full", "off"]),
+    help="Check each member's gradient graph against finite differences of its own forward before attribution "
+    "(full: also check every op's rule alone, naming a wrong one).",
+)
 @click.option("--cka-samples", type=int, default=256, show_default=True, help="CKA on the first N images (0: off).")
 @click.option(
     "--limit",
@@ -809,6 +817,7 @@ def evaluate(
     attribution_target: str,
     attribution_norm: str,
     attribution_samples: int | None,
+    gradient_check: str,
     cka_samples: int,
     limit: int | None,
     batch_size: int,
@@ -853,6 +862,7 @@ def evaluate(
             attribution_target=attribution_target,
             attribution_norm=attribution_norm,
             attribution_samples=attribution_samples,
+            gradient_check=gradient_check,
             cka_samples=cka_samples,
             limit=limit,
             batch_size=batch_size,

@@ -20,6 +20,7 @@ __all__ = [
     "ExportError",
     "ExportMismatchError",
     "UnsupportedOpError",
+    "GradientCheckError",
     "AttributionInputError",
     "MetricInputError",
     "TrainingError",
@@ -87,6 +88,10 @@ class ExportMismatchError(ExportError):
 
 class UnsupportedOpError(OvdivError):
     """A model contains operations without a gradient (VJP) rule on the gradient path."""
+
+
+class GradientCheckError(OvdivError):
+    """A member's gradient (VJP) graph disagrees with finite differences of its own forward graph."""
 
 
 class AttributionInputError(OvdivError, ValueError):

@@ -7,7 +7,10 @@ median round in images/s. Prints ONE JSON line with the figures and the ratios
 * ``vjp_over_forward`` = VJP time / forward time (target <= 2.5), and
 * ``ov_vjp_speedup_vs_torch`` = torch saliency time / OV VJP time (target >= 1.5 at batch 32),
 
-computed from the best rounds (the least disturbed; medians are reported too).
+computed from the best rounds (the least disturbed; medians are reported too), and the cost of the runtime
+gradient check (``ovdiv.attribution.check_gradients``, mode ``quick``) for this member:
+``gradient_check_quick_s`` (best of ``min(rounds, 3)``) and ``gradient_check_over_vjp_batch`` = check time /
+one VJP batch of the largest batch size (batch 32 by default).
 
 Usage: ``python scripts/bench_attribution.py [--rounds 5] [--batches 8 32] [--threads N]``
 """
@@ -27,7 +30,7 @@ import openvino as ov
 import torch
 import torchvision
 
-from ovdiv.attribution import VJPModel
+from ovdiv.attribution import VJPModel, check_gradients
 
 
 def _torch_saliency(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
@@ -91,6 +94,14 @@ def main() -> None:
             "grad_rel_l2_vs_torch": float(f"{rel:.3e}"),
         }
     key = "32" if "32" in results else str(args.batches[-1])
+    imgs = rng.integers(0, 256, (2, s, s, 3), dtype=np.uint8)
+    check_times, check = [], None
+    for _ in range(max(1, min(args.rounds, 3))):
+        t1 = time.perf_counter()
+        check = check_gradients(runner, imgs, "quick", name="resnet50")
+        check_times.append(time.perf_counter() - t1)
+    assert check is not None
+    vjp_batch_s = int(key) / results[key]["img_per_s_best"]["ov_vjp"]
     out = {
         "bench": "attribution",
         "model": "torchvision resnet50 (random weights)",
@@ -107,6 +118,12 @@ def main() -> None:
         "batches": results,
         "vjp_over_forward_b32": results[key]["vjp_over_forward"],
         "ov_vjp_speedup_vs_torch_b32": results[key]["ov_vjp_speedup_vs_torch"],
+        "gradient_check_quick_s": round(min(check_times), 3),
+        "gradient_check_over_vjp_batch": round(min(check_times) / vjp_batch_s, 3),
+        "gradient_check_vjp_batch": int(key),
+        "gradient_check_forward_images": check.images * check.directions * 4,
+        "gradient_check_outcome": check.outcome,
+        "gradient_check_error_over_tolerance": round(float(check.ratio or 0.0), 4),
         "targets": {"vjp_over_forward_max": 2.5, "ov_vjp_speedup_vs_torch_min": 1.5},
         "pass": bool(results[key]["vjp_over_forward"] <= 2.5 and results[key]["ov_vjp_speedup_vs_torch"] >= 1.5),
     }

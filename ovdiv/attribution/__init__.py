@@ -6,12 +6,14 @@ Public API::
     VJPModel, as_torch_module                                   # compiled (x, u) -> (logits, grad)
     build_vjp_model, unsupported_ops, VJP_RULES, register_vjp   # the graph builder and its registry
     postprocess, normalize_maps, channel_max                    # map post-processing (same math as D_att)
+    check_gradients, GradientCheckReport                        # runtime VJP vs finite-difference check
 
 See DESIGN.md §5 "How gradients of a deployed model are computed".
 """
 
 from __future__ import annotations
 
+from ovdiv.attribution.gradcheck import GRADIENT_CHECK_MODES, GradientCheckReport, OpCheck, check_gradients
 from ovdiv.attribution.methods import (
     GradientAttribution,
     InputXGradient,
@@ -26,7 +28,11 @@ from ovdiv.attribution.vjp import VJPGraph, build_vjp_model, gradient_path, unsu
 from ovdiv.attribution.vjp_registry import VJP_RULES, RuleContext, register_vjp
 
 __all__ = [
+    "GRADIENT_CHECK_MODES",
     "VJP_RULES",
+    "GradientCheckReport",
+    "OpCheck",
+    "check_gradients",
     "GradientAttribution",
     "InputXGradient",
     "IntegratedGradients",

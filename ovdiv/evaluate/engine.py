@@ -398,6 +398,58 @@ class Evaluator:
         self._explainer_cache = [cls(m, batch_size=self.opt.batch_size) for m in self.ens]
         return self._explainer_cache
 
+    def run_gradient_check(self, ds: Any) -> dict[str, dict[str, Any]]:
+        """Check every member's gradient graph on the first images of ``ds`` (before any attribution).
+
+        Returns:
+            Member name -> :meth:`GradientCheckReport.to_dict` (the results' evidence); empty when attribution
+            or the check is off.
+
+        Raises:
+            GradientCheckError: a member's VJP disagrees with finite differences of its own forward (one
+                error naming it, and the other failing members).
+        """
+        if self.opt.gradient_check == "off" or self.attribution_n(ds) == 0:
+            return {}
+        import json
+
+        from ovdiv.atomic import write_json
+
+        attr: Any = importlib.import_module("ovdiv.attribution")
+        _, imgs, _ = next(ds.batches(4, start=0, stop=4))
+        task = f"gradient check ({self.opt.gradient_check})"
+        evidence: dict[str, dict[str, Any]] = {}
+        reports: list[Any] = []
+        for k, m in enumerate(self.ens):
+            self.progress(Progress(task, k, len(self.ens)))
+            # A passed check is cached with the member's other work (a fully cached run executes no model).
+            key = {**self._member_key(m, ds), "kind": "gradient_check", "mode": self.opt.gradient_check}
+            key.update(seed=self.opt.seed, versions=tool_versions())
+            path = self.cache.unit_dir("gradient_check", self.cache.key(**key), {**key, "name": m.name}) / "check.json"
+            if path.is_file():
+                self.cache.count("gradient_check", True)
+                evidence[m.name] = {**json.loads(path.read_text()), "cached": True}
+                continue
+            self.cache.count("gradient_check", False)
+            rep = attr.check_gradients(
+                self._explainers()[k], np.asarray(imgs), self.opt.gradient_check, name=m.name, seed=self.opt.seed
+            )
+            reports.append(rep)
+            evidence[m.name] = rep.to_dict()
+            if rep.passed:
+                write_json(path, rep.to_dict())
+        self.progress(Progress(task, len(self.ens), len(self.ens)))
+        failed = [r for r in reports if not r.passed]
+        if failed:
+            from ovdiv.errors import GradientCheckError
+
+            also = f"; also failed: {', '.join(r.member for r in failed[1:])}" if len(failed) > 1 else ""
+            try:
+                failed[0].raise_for_failure()
+            except GradientCheckError as exc:
+                raise GradientCheckError(exc.message + also, exc.hint) from None
+        return evidence
+
     def _targets(self, logits: np.ndarray, labels: np.ndarray, start: int) -> np.ndarray:
         """Target classes ``(M, B)`` for one batch of pool logits ``(M, B, C)``."""
         t = self.opt.attribution_target
@@ -532,6 +584,7 @@ def evaluate(
     bootstrap: int = 2000,
     ci_method: str = "percentile",
     binomial: str = "clopper-pearson",
+    gradient_check: str = "quick",
     out: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
 ) -> EvalResult:
@@ -568,6 +621,9 @@ def evaluate(
         bootstrap: Paired-bootstrap resamples over images (0: off; binomial intervals and McNemar remain).
         ci_method: Bootstrap interval method, ``percentile`` or ``bca``.
         binomial: Accuracy interval, ``clopper-pearson`` or ``wilson``.
+        gradient_check: ``quick`` (default), ``full`` or ``off``: before any attribution, each member's VJP
+            graph is checked against finite differences of its own forward on the first images of the first
+            dataset (:func:`ovdiv.attribution.check_gradients`); outcomes go to ``metadata["gradient_check"]``.
         out: Write ``results.json``, ``results.csv`` and ``extras/`` here.
         progress: Progress callback.
 
@@ -575,7 +631,8 @@ def evaluate(
         An :class:`EvalResult` (``complete=False`` and no rows for a shard whose siblings are not done).
 
     Raises:
-        OvdivError: bad members, datasets or options; NaN logits (naming each member). Nothing is
+        OvdivError: bad members, datasets or options; NaN logits (naming each member);
+            :class:`~ovdiv.errors.GradientCheckError` (a member's gradient graph is wrong). Nothing is
             written to ``out`` in that case.
     """
     t_start = time.perf_counter()
@@ -602,6 +659,7 @@ def evaluate(
         bootstrap=bootstrap,
         ci_method=ci_method,
         binomial=binomial,
+        gradient_check=gradient_check,
     )
     given: list[Any] = [datasets] if isinstance(datasets, str) or hasattr(datasets, "batches") else list(datasets)
     items: list[Any] = []
@@ -643,6 +701,9 @@ def evaluate(
         ev.run_logits(ds, spec)
     ev._tick("logits", t0)
     ev.check_finite(specs, prepared)  # before attribution, which would take targets from NaN logits
+    t0 = time.perf_counter()
+    grad_check = ev.run_gradient_check(prepared[0]) if prepared else {}
+    ev._tick("gradient_check", t0)
 
     for spec, ds in zip(specs, prepared, strict=True):
         t0 = time.perf_counter()
@@ -666,6 +727,7 @@ def evaluate(
         "pool": ens.name,
         "options": opt.to_dict(),
         "ci": opt.ci_metadata(),
+        "gradient_check": grad_check,
     }
 
     complete = (

@@ -49,6 +49,16 @@ def _positive(value: int | None, option: str, *, allow_zero: bool = False) -> in
     return v
 
 
+_GRADIENT_CHECK_MODES = ("off", "quick", "full")
+
+
+def _gradient_check(value: str | None) -> str:
+    v = "off" if value is None else str(value).lower()
+    if v not in _GRADIENT_CHECK_MODES:
+        raise ConfigError(f"--gradient-check {value!r} is not valid", f"choose one of {list(_GRADIENT_CHECK_MODES)}")
+    return v
+
+
 @dataclass
 class EvalOptions:
     """Everything that shapes an evaluation besides members and datasets.
@@ -76,6 +86,9 @@ class EvalOptions:
             binomial intervals and McNemar p-values remain). Resampling is seeded with ``seed``.
         ci_method: Bootstrap interval: ``percentile`` (default) or ``bca``.
         binomial: Interval of top-1/top-5 accuracies: ``clopper-pearson`` (exact; default) or ``wilson``.
+        gradient_check: ``quick`` (default), ``full`` or ``off``: each member's VJP graph is checked against
+            finite differences of its own forward before its attributions are used
+            (:func:`ovdiv.attribution.check_gradients`).
     """
 
     subset_size: int | None = None
@@ -97,6 +110,7 @@ class EvalOptions:
     bootstrap: int = 2000
     ci_method: str = "percentile"
     binomial: str = "clopper-pearson"
+    gradient_check: str = "quick"
 
     @classmethod
     def build(
@@ -121,6 +135,7 @@ class EvalOptions:
         bootstrap: int = 2000,
         ci_method: str = "percentile",
         binomial: str = "clopper-pearson",
+        gradient_check: str = "quick",
     ) -> EvalOptions:
         """Validate user-facing values (strings from the CLI or Python) into options."""
         rules = [consensus] if isinstance(consensus, str | Consensus) else list(consensus)
@@ -157,6 +172,7 @@ class EvalOptions:
             bootstrap=_positive(bootstrap, "--bootstrap", allow_zero=True) or 0,
             ci_method=str(ci_method).lower(),
             binomial=str(binomial).lower(),
+            gradient_check=_gradient_check(gradient_check),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -425,6 +425,25 @@ def _evidence(data: dict[str, Any]) -> str:
             )
         parts.append("<h3>Datasets</h3>")
         parts.append(_table(["spec", "images", "seed", "manifest hash"], rows))
+    checks = md.get("gradient_check") or {}
+    if checks:
+        rows = [
+            [
+                name,
+                _Raw(_esc(c.get("mode", ""))),
+                _Raw(_esc(c.get("outcome", ""))),
+                c.get("error"),
+                c.get("tolerance"),
+                _Raw(f"{c.get('images', 0)} x {c.get('directions', 0)}"),
+                c.get("seconds"),
+                _Raw(_esc(", ".join(c.get("suspects") or []) or c.get("reason") or "")),
+            ]
+            for name, c in checks.items()
+        ]
+        parts.append("<h3>Gradient check (VJP vs finite differences of each member's own forward)</h3>")
+        parts.append(
+            _table(["member", "mode", "outcome", "error", "tolerance", "images x dirs", "seconds", "note"], rows)
+        )
     options = md.get("options")
     if options:
         parts.append("<h3>Options</h3>")
