@@ -133,7 +133,8 @@ class _Spec:
             assert sc is not None
             return sc
         d = self.dout[a]
-        assert d is not None
+        if d is None:  # a dynamic axis whose target size is its own input size: probed at size _PROBE
+            return float(_PROBE)
         return float(d)
 
 
