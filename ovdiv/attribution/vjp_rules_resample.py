@@ -19,6 +19,7 @@ cover only the torch modes and cannot run inside the OpenVINO VJP graph.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
 import numpy as np
 import openvino as ov
 import openvino.opset11 as ops11
@@ -75,7 +76,7 @@ class _Spec:
         self.rank = ps_in.rank.get_length()
         self.din = [d.get_length() if d.is_static else None for d in ps_in]
         self.dout = [d.get_length() if d.is_static else None for d in ps_out]
-        i_sizes, i_scales, i_axes = _inputs(node)
+        _, i_scales, i_axes = _inputs(node)
         if i_axes is not None:
             av = _static(node.input_value(i_axes), ctx)
             if av is None:
@@ -120,13 +121,15 @@ class _Spec:
 
     @staticmethod
     def _sizes_follow_input(node: ov.Node, a: int, ctx: RuleContext | None) -> bool:
-        """For a dynamic axis in sizes mode: the target size is ``ShapeOf(data)[a]`` (ONNX ``Resize`` with
-        ``sizes = Concat(ShapeOf(x)[:2], const)``). Verified structurally: the size entry of that axis is
-        a slice/gather of ``ShapeOf`` of the op's own data input at index ``a``."""
+        """Whether a dynamic axis in sizes mode keeps its size: ``sizes[a] = ShapeOf(data)[a]``.
+
+        ONNX ``Resize`` has ``sizes = Concat(ShapeOf(x)[:2], const)``. Verified structurally: the size entry
+        of that axis is a slice/gather of ``ShapeOf`` of the op's own data input at index ``a``.
+        """
         return _size_is_input_dim(node, a)
 
     def value(self, a: int) -> float:
-        """scale (scales mode) or size (sizes mode) of axis ``a`` for the one-axis probe op."""
+        """Scale (scales mode) or size (sizes mode) of axis ``a`` for the one-axis probe op."""
         j = self.axes.index(a)
         if self.attrs["shape_calculation_mode"] == "scales":
             sc = self.scales[j]
@@ -143,8 +146,10 @@ class _Reject(Exception):
 
 
 def _size_is_input_dim(node: ov.Node, a: int) -> bool:
-    """Whether entry ``a`` of the sizes input is ``ShapeOf(node.input(0))[a]`` (through Concat/Slice/Gather/
-    Convert/StridedSlice of that ShapeOf)."""
+    """Whether entry ``a`` of the sizes input is ``ShapeOf(node.input(0))[a]``.
+
+    Followed through Concat/Slice/StridedSlice/Gather/Convert of that ShapeOf.
+    """
     i_sizes, _, i_axes = _inputs(node)
     if i_sizes is None or i_axes is not None:
         return False
@@ -302,7 +307,9 @@ def _measure(spec: _Spec) -> dict[int, np.ndarray] | str:
         sel = tuple(slice(None) if a in static_axes else slice(spec.pb[a], spec.pb[a] + 1) for a in range(spec.rank))
         y = y[sel]
         ref = _apply(x, mats)
-        err = float(np.linalg.norm(y - ref) / max(np.linalg.norm(ref), 1e-30)) if y.shape == ref.shape else np.inf
+        err = (
+            float(np.linalg.norm(y - ref) / max(float(np.linalg.norm(ref)), 1e-30)) if y.shape == ref.shape else np.inf
+        )
         if err > _SEPARABILITY_TOL:
             return f"mode {spec.attrs['mode']} is not separable here (per-axis error {err:.1e})"
     return mats
@@ -347,7 +354,7 @@ def _check_interpolate(node: ov.Node) -> str | None:
 
 @register_vjp("Interpolate", check=_check_interpolate)
 def _interpolate(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) -> list[ov.Output | None]:
-    """``dx = g \\times_a M_a^T`` over the interpolated axes (MatMul with constant transposed matrices)."""
+    r"""``dx = g \times_a M_a^T`` over the interpolated axes (MatMul with constant transposed matrices)."""
     g = grads[0]
     if g is None:  # pragma: no cover
         return [None] * node.get_input_size()

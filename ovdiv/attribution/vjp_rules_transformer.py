@@ -1,6 +1,7 @@
-r"""VJP rules of the ops that vision transformers and MetaFormers add: Roll (Swin shifted windows),
-ReduceL2 (SwinV2 cosine attention), Einsum (MaxViT and any ``torch.einsum``), GroupNormalization
-(PoolFormer/MetaFormer, GN models).
+r"""VJP rules of the ops that vision transformers and MetaFormers add.
+
+Roll (Swin shifted windows), ReduceL2 (SwinV2 cosine attention), Einsum (MaxViT and any ``torch.einsum``),
+GroupNormalization (PoolFormer/MetaFormer, GN models).
 
 Notation: ``g`` incoming gradient, ``x`` the op's input, ``y`` its output. Conventions follow torch
 autograd (e.g. the gradient of a zero L2 norm is 0, as ``torch.linalg.vector_norm``'s backward).

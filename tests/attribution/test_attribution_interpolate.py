@@ -204,3 +204,64 @@ def test_dynamic_spatial_size_is_refused() -> None:
     model = ov.Model([ops.result(ops.reduce_sum(y, np.array([2, 3], np.int64)))], [x])
     bad = unsupported_ops(model)
     assert len(bad) == 1 and bad[0].startswith("Interpolate (") and "dynamic" in bad[0], bad
+
+
+# ------------------------------------------------------------------------------------------- Interpolate-4
+_V4_XML = """<?xml version="1.0"?>
+<net name="interp4" version="11"><layers>
+<layer id="0" name="x" type="Parameter" version="opset1"><data shape="?,1,5,6" element_type="f32"/>
+<output><port id="0" precision="FP32"><dim>-1</dim><dim>1</dim><dim>5</dim><dim>6</dim></port></output></layer>
+<layer id="1" name="sizes" type="Const" version="opset1"><data element_type="i64" shape="2" offset="0" size="16"/>
+<output><port id="0" precision="I64"><dim>2</dim></port></output></layer>
+<layer id="2" name="scales" type="Const" version="opset1"><data element_type="f32" shape="2" offset="16" size="8"/>
+<output><port id="0" precision="FP32"><dim>2</dim></port></output></layer>
+<layer id="3" name="axes" type="Const" version="opset1"><data element_type="i64" shape="2" offset="24" size="16"/>
+<output><port id="0" precision="I64"><dim>2</dim></port></output></layer>
+<layer id="4" name="interp" type="Interpolate" version="opset4">
+<data mode="{mode}" shape_calculation_mode="{scm}" coordinate_transformation_mode="{ctm}" nearest_mode="{nm}"
+ antialias="{aa}" pads_begin="0,0,1,0" pads_end="0,0,0,2" cube_coeff="-0.75"/>
+<input><port id="0"><dim>-1</dim><dim>1</dim><dim>5</dim><dim>6</dim></port><port id="1"><dim>2</dim></port>
+<port id="2"><dim>2</dim></port><port id="3"><dim>2</dim></port></input>
+<output><port id="4" precision="FP32"><dim>-1</dim><dim>1</dim><dim>{ho}</dim><dim>{wo}</dim></port></output></layer>
+<layer id="5" name="out" type="Result" version="opset1">
+<input><port id="0"><dim>-1</dim><dim>1</dim><dim>{ho}</dim><dim>{wo}</dim></port></input></layer>
+</layers><edges>
+<edge from-layer="0" from-port="0" to-layer="4" to-port="0"/>
+<edge from-layer="1" from-port="0" to-layer="4" to-port="1"/>
+<edge from-layer="2" from-port="0" to-layer="4" to-port="2"/>
+<edge from-layer="3" from-port="0" to-layer="4" to-port="3"/>
+<edge from-layer="4" from-port="4" to-layer="5" to-port="0"/>
+</edges></net>
+"""
+
+
+@pytest.mark.parametrize("scm", ["scales", "sizes"])
+@pytest.mark.parametrize(
+    ("mode", "ctm", "nm", "aa"),
+    [
+        ("nearest", "tf_half_pixel_for_nn", "round_prefer_ceil", "false"),
+        ("linear", "align_corners", "floor", "true"),
+        ("linear_onnx", "pytorch_half_pixel", "floor", "false"),
+        ("cubic", "asymmetric", "floor", "false"),
+    ],
+)
+def test_interpolate_v4_ir_matches_its_forward_jacobian(mode: str, ctm: str, nm: str, aa: str, scm: str) -> None:
+    """Interpolate-4 (older IRs: sizes *and* scales inputs) in an IR read from XML."""
+    weights = np.array([3, 9], np.int64).tobytes() + np.array([1.7, 0.6], np.float32).tobytes()
+    weights += np.array([2, 3], np.int64).tobytes()
+    ho, wo = (3, 9) if scm == "sizes" else (10, 4)  # scales: floor((5 + 1) 1.7), floor((6 + 2) 0.6)
+    xml = _V4_XML.format(mode=mode, scm=scm, ctm=ctm, nm=nm, aa=aa, ho=ho, wo=wo)
+    model = ov.Core().read_model(model=xml, weights=ov.Tensor(np.frombuffer(weights, np.uint8).copy()))
+    node = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Interpolate")
+    assert node.get_type_info().version_id == "opset4"
+    assert unsupported_ops(model) == []
+    core = ov.Core()
+    fwd = core.compile_model(model, "CPU", _CFG)
+    vjp = core.compile_model(build_vjp_model(model).model, "CPU", _CFG)
+    basis = np.eye(_H * _W, dtype=np.float32).reshape(-1, 1, _H, _W)
+    jac = np.asarray(fwd(basis)[0], np.float64).reshape(_H * _W, -1)
+    u = np.random.default_rng(0).standard_normal((2, 1, ho, wo)).astype(np.float32)
+    _, g = vjp([np.zeros((2, 1, _H, _W), np.float32), u]).values()
+    exp = u.reshape(2, -1).astype(np.float64) @ jac.T
+    assert np.linalg.norm(exp) > 0
+    assert np.linalg.norm(g.reshape(2, -1) - exp) / np.linalg.norm(exp) < 1e-6

@@ -75,7 +75,10 @@ class _GN(nn.Module):
 
 
 CASES = {
-    "roll_two_axes": (lambda: lambda x: torch.roll(x, shifts=(-2, 3), dims=(2, 3)) * torch.arange(63.0).reshape(7, 9), (3, 7, 9)),
+    "roll_two_axes": (
+        lambda: lambda x: torch.roll(x, shifts=(-2, 3), dims=(2, 3)) * torch.arange(63.0).reshape(7, 9),
+        (3, 7, 9),
+    ),
     "roll_flat": (lambda: lambda x: torch.roll(x, 5) * torch.arange(189.0).reshape(3, 7, 9), (3, 7, 9)),
     "l2_normalize": (lambda: lambda x: F.normalize(x, dim=1) * torch.arange(3.0)[:, None, None], (3, 7, 9)),
     "l2_norm_keepdim_false": (lambda: lambda x: torch.linalg.vector_norm(x, dim=(2, 3)), (3, 7, 9)),
