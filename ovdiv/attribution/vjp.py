@@ -28,7 +28,13 @@ import openvino.opset15 as ops
 from openvino import passes
 
 # Importing the rule modules registers their rules.
-from ovdiv.attribution import vjp_rules_elementwise, vjp_rules_nn, vjp_rules_shape  # noqa: F401
+from ovdiv.attribution import (  # noqa: F401
+    vjp_rules_elementwise,
+    vjp_rules_nn,
+    vjp_rules_resample,
+    vjp_rules_shape,
+    vjp_rules_transformer,
+)
 from ovdiv.attribution.vjp_registry import VJP_RULES, RuleContext
 from ovdiv.errors import MemberError, UnsupportedOpError
 

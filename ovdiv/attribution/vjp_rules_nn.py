@@ -456,14 +456,14 @@ def _sdpa(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) 
     e = ctx.dims(q)[-1]
     if node.get_input_size() > 4:
         sv = ctx.static_value(node.input_value(4))
-        if sv is None:
-            raise UnsupportedOpError(f"ScaledDotProductAttention '{node.get_friendly_name()}': non-constant scale")
-        scale = float(np.asarray(sv).reshape(-1)[0])
+        # A scale computed at run time (torch ``c ** -0.5`` with ``c`` read from a dynamic-batch shape) is
+        # used as the tensor it is.
+        scale = float(np.asarray(sv).reshape(-1)[0]) if sv is not None else None
     else:
         if e is None:
             raise UnsupportedOpError(f"ScaledDotProductAttention '{node.get_friendly_name()}': dynamic head dim")
         scale = 1.0 / math.sqrt(e)
-    sc = ctx.const(scale, like=q)
+    sc = ctx.const(scale, like=q) if scale is not None else ops.convert_like(node.input_value(4), q).output(0)
     s = ops.multiply(ops.matmul(q, k, False, True), sc).output(0)
     if node.get_input_size() > 3:
         m = node.input_value(3)

@@ -212,10 +212,17 @@ def _check_pad(node: ov.Node) -> str | None:
 
 @register_vjp("Pad", check=_check_pad)
 def _pad(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) -> list[ov.Output | None]:
-    # Constant padding: the gradient is the inverse Pad (negative pads crop).
-    pb = ctx.require_static(node, 1, "pads_begin").astype(np.int64).reshape(-1)
-    pe = ctx.require_static(node, 2, "pads_end").astype(np.int64).reshape(-1)
-    gx = ops.pad(_g(grads), ctx.i64(-pb), ctx.i64(-pe), "constant", ctx.const(0.0, like=_g(grads))).output(0)
+    # Constant padding: the gradient is the inverse Pad (negative pads crop, positive ones restore the
+    # cropped part with zeros). Pads computed at run time (ONNX: from ShapeOf of a dynamic-batch tensor,
+    # e.g. Swin's pad-to-window-multiple) are negated at run time by the same rule.
+    def neg_pads(i: int) -> ov.Output:
+        v = ctx.static_value(node.input_value(i))
+        if v is not None:
+            return ctx.i64(-np.asarray(v, np.int64).reshape(-1))
+        return ops.negative(ops.convert(node.input_value(i), ov.Type.i64)).output(0)
+
+    g = _g(grads)
+    gx = ops.pad(g, neg_pads(1), neg_pads(2), "constant", ctx.const(0.0, like=g)).output(0)
     return [gx] + [None] * (node.get_input_size() - 1)
 
 
