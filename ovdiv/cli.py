@@ -842,7 +842,8 @@ def _render_verdict(verdict: Any, show_rows: bool) -> None:
         table.add_column(col)
     for r in verdict.rules:
         mark = "[green]PASS[/]" if r["passed"] else "[red]FAIL[/]"
-        table.add_row(r["id"], r["description"], f"{r['rows'] - r['failed_rows']}/{r['rows']} ok", mark)
+        rows = f"{r['rows'] - r['failed_rows']}/{r['rows']} ok" if r["rows"] else "no rows"
+        table.add_row(r["id"], r["description"], rows, mark)
     console.print(table)
     shown = [c for c in verdict.checks if show_rows or not c.passed]
     if shown:
