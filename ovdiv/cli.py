@@ -102,7 +102,14 @@ def cli(verbose: int, log_file: Path | None, progress: bool | None) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"), show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the tiny recipes' epochs (faster, less accurate).")
 @click.option("--eval-images", type=click.IntRange(min=10), default=400, show_default=True, help="Images per dataset.")
-def demo(out: Path, epochs: int | None, eval_images: int) -> None:
+@click.option(
+    "--train-images",
+    type=click.IntRange(min=64),
+    default=2500,
+    show_default=True,
+    help="Training images (fewer: smoke run).",
+)
+def demo(out: Path, epochs: int | None, eval_images: int, train_images: int) -> None:
     """Run the whole pipeline on the embedded synthetic data (CPU, minutes).
 
     Trains tiny members of different families (and a jointly trained GNCL pair), exports them to
@@ -114,7 +121,7 @@ def demo(out: Path, epochs: int | None, eval_images: int) -> None:
     from ovdiv.demo import run_demo
 
     with progress_bar() as cb:
-        summary = run_demo(out, epochs=epochs, eval_images=eval_images, progress=cb)
+        summary = run_demo(out, epochs=epochs, eval_images=eval_images, train_images=train_images, progress=cb)
     table = Table(title="demo: best member vs best ensemble (top-1)", title_justify="left")
     for col in ("dataset", "best member", "best ensemble", "ensembles beating their best member"):
         table.add_column(col)

@@ -27,7 +27,7 @@ DOCS = ROOT / "docs"
 CI_RUN = ROOT / ".ci" / "run"
 
 #: Commands run with smaller arguments by the slow test (prefix -> appended arguments).
-TINY = {"ovdiv demo": ["--epochs", "1", "--eval-images", "48"]}
+TINY = {"ovdiv demo": ["--epochs", "1", "--train-images", "256", "--eval-images", "48"]}
 #: Commands CI runs (`.ci/run`), not this test.
 CI_ONLY = ("pip install", "pytest", "mkdocs build", "python -m build", "pre-commit install")
 #: Shell builtins / tools the docs use around ovdiv.
