@@ -7,24 +7,17 @@ stderr and exit code 2 (``-v`` shows the traceback too).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from ovdiv.cli_output import EXIT_CODES_HELP, configure, console, emit_json, err_console, log_handler, progress_bar
 from ovdiv.errors import NotAvailableError, OvdivError
-from ovdiv.types import Progress as ProgressEvent
-from ovdiv.types import ProgressCallback
 from ovdiv.versions import __version__
 
-console = Console()
-err_console = Console(stderr=True)
 log = logging.getLogger("ovdiv")
 
 
@@ -40,12 +33,17 @@ class _OvdivGroup(click.Group):
         except OvdivError as exc:
             verbose = bool(ctx.find_root().params.get("verbose"))
             _fail(exc, verbose)
+        except KeyboardInterrupt:
+            err_console.print("interrupted", highlight=False)
+            sys.exit(130)
 
 
 def _fail(exc: OvdivError, verbose: bool) -> NoReturn:
     if verbose:
         err_console.print_exception()
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
     sys.exit(exc.exit_code)
 
 
@@ -53,13 +51,11 @@ def _setup_logging(verbose: int, log_file: Path | None) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
     root = logging.getLogger("ovdiv")
     root.setLevel(logging.DEBUG if log_file else level)
-    from rich.logging import RichHandler
-
     if verbose < 2:
         # third-party import-time chatter (nncf's torch-version notice, torch's CUDA_HOME notice) is noise here
         for name in ("nncf", "torch.utils.cpp_extension"):
             logging.getLogger(name).setLevel(logging.ERROR)
-    handler = RichHandler(console=err_console, show_path=False, show_time=False)
+    handler = log_handler()
     handler.setLevel(level)
     root.addHandler(handler)
     if log_file is not None:
@@ -68,36 +64,6 @@ def _setup_logging(verbose: int, log_file: Path | None) -> None:
         fh.setLevel(logging.DEBUG)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(fh)
-
-
-@contextlib.contextmanager
-def progress_bar(enabled: bool = True) -> Iterator[ProgressCallback]:
-    """A :data:`ProgressCallback` rendered as rich progress bars, one per task name."""
-    if not enabled or not err_console.is_terminal:
-        yield _log_progress
-        return
-    tasks: dict[str, TaskID] = {}
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[detail]}"),
-        console=err_console,
-        transient=False,
-    ) as bar:
-
-        def callback(event: ProgressEvent) -> None:
-            if event.task not in tasks:
-                tasks[event.task] = bar.add_task(event.task, total=event.total, detail=event.detail)
-            bar.update(tasks[event.task], completed=event.completed, total=event.total, detail=event.detail)
-
-        yield callback
-
-
-def _log_progress(event: ProgressEvent) -> None:
-    if event.total is not None and event.completed == event.total:
-        log.info("%s: %d/%d %s", event.task, event.completed, event.total, event.detail)
 
 
 def _not_available(what: str, issue: str) -> NoReturn:
@@ -111,12 +77,23 @@ def _csv_list(value: str) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # root
 # ----------------------------------------------------------------------------------------------
-@click.group(cls=_OvdivGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_OvdivGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, "--version", prog_name="ovdiv")
 @click.option("-v", "--verbose", count=True, help="More logging; -v also shows tracebacks of errors.")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Write a DEBUG log here.")
-def cli(verbose: int, log_file: Path | None) -> None:
-    """ovdiv: is an ensemble of deployed classifiers more resilient than its best member, and how diverse is it?"""
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress on stderr (default: bars when stderr is a terminal, nothing otherwise).",
+)
+def cli(verbose: int, log_file: Path | None, progress: bool | None) -> None:
+    """ovdiv: is an ensemble of deployed classifiers more resilient than its best member, and how diverse is it?
+
+    Results go to stdout (--json: one JSON document and nothing else); logging, progress and errors go
+    to stderr. Without a terminal, tables are printed at full width and colours are off (NO_COLOR is
+    honoured everywhere).
+    """
+    configure(progress=progress)
     _setup_logging(verbose, log_file)
 
 
@@ -125,7 +102,14 @@ def cli(verbose: int, log_file: Path | None) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"), show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the tiny recipes' epochs (faster, less accurate).")
 @click.option("--eval-images", type=click.IntRange(min=10), default=400, show_default=True, help="Images per dataset.")
-def demo(out: Path, epochs: int | None, eval_images: int) -> None:
+@click.option(
+    "--train-images",
+    type=click.IntRange(min=64),
+    default=2500,
+    show_default=True,
+    help="Training images (fewer: smoke run).",
+)
+def demo(out: Path, epochs: int | None, eval_images: int, train_images: int) -> None:
     """Run the whole pipeline on the embedded synthetic data (CPU, minutes).
 
     Trains tiny members of different families (and a jointly trained GNCL pair), exports them to
@@ -137,7 +121,7 @@ def demo(out: Path, epochs: int | None, eval_images: int) -> None:
     from ovdiv.demo import run_demo
 
     with progress_bar() as cb:
-        summary = run_demo(out, epochs=epochs, eval_images=eval_images, progress=cb)
+        summary = run_demo(out, epochs=epochs, eval_images=eval_images, train_images=train_images, progress=cb)
     table = Table(title="demo: best member vs best ensemble (top-1)", title_justify="left")
     for col in ("dataset", "best member", "best ensemble", "ensembles beating their best member"):
         table.add_column(col)
@@ -206,27 +190,34 @@ def data_prepare(
 
 
 @data.command("show")
-@click.argument("spec")
+@click.argument("specs", nargs=-1, required=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG to write.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=8, show_default=True, help="Images per row.")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), help="Default $OVDIV_DATA.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def data_show(spec: str, out: Path, n: int, data_root: Path | None, seed: int) -> None:
-    """Write a contact sheet of SPEC: clean images, then the same images corrupted."""
+def data_show(specs: tuple[str, ...], out: Path, n: int, data_root: Path | None, seed: int) -> None:
+    """Write one contact sheet of SPECS: clean images, then the same images corrupted.
+
+    Several specs share the sheet; `cbar:NAME@BASE` is one corruption at all five severities.
+    """
     from ovdiv.data import write_contact_sheet
 
-    info = write_contact_sheet(spec, out, n=n, data_root=data_root, seed=seed)
+    info = write_contact_sheet(list(specs), out, n=n, data_root=data_root, seed=seed)
     console.print(f"wrote {info.path} ({len(info.rows)} row(s) x {info.n}: {', '.join(info.rows)})")
 
 
 @data.command("list")
-def data_list() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of tables.")
+def data_list(as_json: bool) -> None:
     """List dataset spec kinds and the available corruptions with their severities."""
     from rich.table import Table
 
     from ovdiv.data import catalog
 
     cat = catalog()
+    if as_json:
+        emit_json({"kinds": [{"spec": k, "meaning": m} for k, m in cat["kinds"]], "corruptions": cat["corruptions"]})
+        return
     kinds = Table("spec", "meaning", title="dataset specs")
     for syntax, meaning in cat["kinds"]:
         kinds.add_row(syntax, meaning)
@@ -247,13 +238,17 @@ def models() -> None:
 @models.command("list")
 @click.argument("pattern", required=False)
 @click.option("--tiny/--full", "tiny", default=None, help="Only tiny CPU variants / only full-size models.")
-def models_list(pattern: str | None, tiny: bool | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of tables.")
+def models_list(pattern: str | None, tiny: bool | None, as_json: bool) -> None:
     """List registered architectures (optionally matching a wildcard PATTERN, e.g. 'resnext*')."""
     from rich.table import Table
 
     from ovdiv.models import model_table
 
     rows = model_table(pattern, tiny=tiny)
+    if as_json:
+        emit_json(rows)
+        return
     table = Table(title=f"ovdiv architectures ({len(rows)})")
     table.add_column("name", no_wrap=True)
     table.add_column("family", no_wrap=True)
@@ -622,11 +617,9 @@ def supernet_extract(
 @supernet.command("info")
 @click.argument("target", type=click.Path(path_type=Path))
 @click.option("--input-size", type=int, default=224, show_default=True, help="Square input size for the counts.")
-@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (the full result) on stdout.")
 def supernet_info(target: Path, input_size: int, as_json: bool) -> None:
     """Search space and MACs / params of min, max, named (and best) subnets of a RUN or CONFIG."""
-    import json as _json
-
     from rich.table import Table
 
     from ovdiv.supernet import info as supernet_info_fn
@@ -634,7 +627,7 @@ def supernet_info(target: Path, input_size: int, as_json: bool) -> None:
     with progress_bar() as progress:
         res = supernet_info_fn(target, input_size=(input_size, input_size), progress=progress)
     if as_json:
-        click.echo(_json.dumps(res, indent=2))
+        emit_json(res)
         return
     console.print(
         f"{res['config']}: {len(res['width_groups'])} width groups, {len(res['blocks'])} skippable blocks "
@@ -806,6 +799,7 @@ def export(
     type=click.Choice(["percentile", "bca"]),
     help="Bootstrap interval.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print results.json's document on stdout instead of tables.")
 def evaluate(
     more_members: tuple[Path, ...],
     ensemble_paths: tuple[Path, ...],
@@ -834,6 +828,7 @@ def evaluate(
     ci_level: float,
     bootstrap: int,
     ci_method: str,
+    as_json: bool,
 ) -> None:
     """Evaluate an ensemble (or every k-subset of a pool) of deployed members.
 
@@ -881,9 +876,20 @@ def evaluate(
             progress=progress,
         )
     if not res.complete:
-        console.print(f"shard {shard} done; run the remaining shards, then rerun without --shard to merge.")
+        if as_json:
+            emit_json(res.to_dict())
+        else:
+            console.print(f"shard {shard} done; run the remaining shards, then rerun without --shard to merge.")
         return
     res.save(out)
+    report_path = None
+    if with_report:
+        from ovdiv.report import write_report
+
+        report_path = write_report(out)
+    if as_json:
+        emit_json(res.to_dict())
+        return
     from rich.table import Table
 
     for dataset, (header, body) in res.summary().items():
@@ -894,10 +900,8 @@ def evaluate(
             table.add_row(*[c if isinstance(c, str) else "—" if c is None else f"{c:.4g}" for c in row])
         console.print(table)
     console.print(f"results: {out / 'results.json'}  {out / 'results.csv'}")
-    if with_report:
-        from ovdiv.report import write_report
-
-        console.print(f"report: {write_report(out)}")
+    if report_path is not None:
+        console.print(f"report: {report_path}")
 
 
 # ---- features --------------------------------------------------------------------------------
@@ -1008,18 +1012,23 @@ def report(results_dir: Path, out: Path | None) -> None:
 @click.option("--policy", "policy_path", type=click.Path(path_type=Path), required=True, help="Policy JSON file.")
 @click.option("--verdict-out", type=click.Path(dir_okay=False, path_type=Path), help="Write the verdict JSON here.")
 @click.option("--show-rows", is_flag=True, help="List every checked row, not only failing ones.")
-def certify(results: Path, policy_path: Path, verdict_out: Path | None, show_rows: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict JSON document on stdout instead of tables.")
+def certify(results: Path, policy_path: Path, verdict_out: Path | None, show_rows: bool, as_json: bool) -> None:
     """Check RESULTS (results.json or its folder) against a policy: exit 0 pass, 1 fail, 2 bad input.
 
-    Rules look like {"dataset": "lines1.6", "metric": "ensemble_top1", "min": 0.35}; see
-    ovdiv/evaluate/policy.py or examples/policy.json for relative-to-baseline rules.
+    Rules look like {"dataset": "lines1.6", "metric": "ensemble_top1", "min": 0.35}; see the policy
+    schema in the documentation (docs/policy.md) or ovdiv/evaluate/example_policy.json for
+    relative-to-baseline rules.
     """
     from ovdiv.evaluate.policy import Policy
 
     verdict = Policy.from_file(policy_path).check(results)
     if verdict_out is not None:
         verdict.to_json(verdict_out)
-    _render_verdict(verdict, show_rows)
+    if as_json:
+        emit_json(verdict.to_dict())
+    else:
+        _render_verdict(verdict, show_rows)
     sys.exit(verdict.exit_code)
 
 
@@ -1031,7 +1040,8 @@ def _render_verdict(verdict: Any, show_rows: bool) -> None:
         table.add_column(col)
     for r in verdict.rules:
         mark = "[green]PASS[/]" if r["passed"] else "[red]FAIL[/]"
-        table.add_row(r["id"], r["description"], f"{r['rows'] - r['failed_rows']}/{r['rows']} ok", mark)
+        rows = f"{r['rows'] - r['failed_rows']}/{r['rows']} ok" if r["rows"] else "no rows"
+        table.add_row(r["id"], r["description"], rows, mark)
     console.print(table)
     shown = [c for c in verdict.checks if show_rows or not c.passed]
     if shown:

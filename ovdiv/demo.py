@@ -35,7 +35,7 @@ log = logging.getLogger("ovdiv.demo")
 
 DEMO_DATASETS = ("demo", "lines1.6@demo", "plasma4.0@demo", "checkerboard4.0@demo", "waterdrop7.0@demo")
 DEMO_POLICY = Path(__file__).with_name("demo_policy.json")
-_RECIPES = Path(__file__).resolve().parents[1] / "models"
+_RECIPES = Path(__file__).resolve().parent / "_recipes"  # the repository's models/ (a link; a copy in wheels)
 _INDEPENDENT = ("tiny_resnet", "tiny_squeezenet")
 _JOINT = ("tiny_resnext", "tiny_mnasnet")
 

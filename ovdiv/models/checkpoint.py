@@ -190,6 +190,8 @@ def _read(path: str | os.PathLike[str], map_location: str | torch.device) -> dic
         raise CheckpointError(f"checkpoint {p} does not exist", "check the path")
     if p.is_dir():
         raise CheckpointError(f"checkpoint {p} is a directory, not a file")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {p} is empty (0 bytes)", "save it again with ovdiv.models.save_checkpoint")
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

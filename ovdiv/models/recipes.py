@@ -68,8 +68,8 @@ __all__ = [
     "RECIPE_DIR",
 ]
 
-RECIPE_DIR = Path(__file__).resolve().parents[2] / "models"
-"""``models/`` at the repository root (source checkouts only)."""
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "_recipes"
+"""The recipes: ``models/`` at the repository root, reached through the link ``ovdiv/_recipes`` (wheels hold a copy)."""
 
 OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "rmsprop", "adamw", "adabelief")
 

@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ovdiv.errors import MemberError
+from ovdiv.runtime.artifact_checks import check_onnx_file, native_error_reason, quiet_native_stderr
 from ovdiv.runtime.member import FloatArray32, Member, load_card
 from ovdiv.types import Backend, Precision
 
@@ -40,11 +41,12 @@ class OnnxRuntimeMember(Member):
             )
         if device != "CPU":
             raise MemberError(f"member {path}: the onnxruntime backend runs on CPU only", "use --device CPU")
+        check_onnx_file(path)
         try:
-            self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            with quiet_native_stderr():
+                self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise MemberError(f"member {path} is not a readable ONNX model ({first[:200]})") from exc
+            raise MemberError(f"member {path} is not a readable ONNX model ({native_error_reason(exc)})") from exc
         ins, outs = self._session.get_inputs(), self._session.get_outputs()
         if len(ins) != 1:
             raise MemberError(f"member {path.stem} ({path}) has {len(ins)} inputs", "ovdiv needs one image input")

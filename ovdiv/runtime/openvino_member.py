@@ -20,6 +20,7 @@ from openvino import opset13 as ops
 from openvino.preprocess import PrePostProcessor
 
 from ovdiv.errors import MemberError
+from ovdiv.runtime.artifact_checks import check_ir_files, check_onnx_file, native_error_reason, quiet_native_stderr
 from ovdiv.runtime.member import FloatArray32, Member, PendingBatches, load_card
 from ovdiv.runtime.preprocessing import check_images, resize_images
 from ovdiv.types import Backend, Precision, UInt8Images
@@ -145,18 +146,19 @@ class OpenVINOMember(Member):
 
     def __init__(self, path: Path, *, device: str, precision: Precision) -> None:
         weights: Path | None = None
+        # check the files first: OpenVINO's messages hide the cause and its frontends print to fd 2
         if path.suffix.lower() == ".xml":
-            weights = path.with_suffix(".bin")
-            if not weights.is_file():
-                raise MemberError(
-                    f"member {path}: weights file {weights.name} is missing", "keep the .bin next to the .xml"
-                )
+            weights = check_ir_files(path)
+        elif path.suffix.lower() == ".onnx":
+            check_onnx_file(path)
         try:
-            model = core().read_model(str(path))
+            with quiet_native_stderr():
+                model = core().read_model(str(path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line messages
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             kind = "an OpenVINO IR" if path.suffix.lower() == ".xml" else "a readable ONNX model"
-            raise MemberError(f"member {path} is not {kind} ({first[:200]})", "re-export it with ovdiv export") from exc
+            raise MemberError(
+                f"member {path} is not {kind} ({native_error_reason(exc)})", "re-export it with ovdiv export"
+            ) from exc
         self._raw = model
         if len(model.inputs) != 1:
             raise MemberError(
