@@ -2,10 +2,12 @@ r"""Compile and run the VJP model of a deployed member; bridge it to torch autog
 
 :class:`VJPModel` compiles two models on the member's device, both with
 ``INFERENCE_PRECISION_HINT=f32`` (the CPU default, bf16 on AVX512-BF16/AMX machines, gives 20-33 %
-gradient error — feasibility study §6.2) and a dynamic batch:
+gradient error — feasibility study §6.2):
 
-* ``forward(x) -> logits`` (the plain forward), and
-* ``vjp(x, u) -> (logits, u^T d logits / d x)`` (one request gives both; the fast path).
+* ``forward(x) -> logits`` (the plain forward, dynamic batch), and
+* ``vjp(x, u) -> (logits, u^T d logits / d x)`` (one request gives both; the fast path), specialised to
+  the batch size actually run (built and compiled once per batch size, a few kept): shapes and indices the
+  graph computes from the batch at run time fold to constants for the rules.
 
 :func:`as_torch_module` wraps them in an ``nn.Module`` whose ``torch.autograd.Function`` runs the
 compiled forward and, in ``backward``, the VJP model with ``grad_output`` as ``u``: captum's gradient
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +159,10 @@ class VJPModel:
         dims[0] = -1
         m.reshape({m.input(0): ov.PartialShape(dims)})
         self.input_shape: tuple[int, int, int] = (dims[1], dims[2], dims[3])
-        self.graph: VJPGraph = build_vjp_model(m)
+        self._model = m
+        # Built (not compiled) for batch 1 now: unsupported ops and rules that need a value the graph
+        # cannot provide fail here, before any inference.
+        self.graph: VJPGraph = build_vjp_model(self._at_batch(1))
         self.device = device
         if inference_precision != "f32":
             _log.warning("VJP model compiled with inference precision %s: inaccurate gradients", inference_precision)
@@ -171,28 +177,76 @@ class VJPModel:
             cfg["LP_TRANSFORMS_MODE"] = "NO"
         cfg.update(config or {})
         self.compile_config: dict[str, Any] = dict(cfg)
-        ov_core = core()
+        self._lock = threading.Lock()
+        self._vjp_by_batch: OrderedDict[int, ov.CompiledModel] = OrderedDict()
         try:
-            self._fwd = ov_core.compile_model(self.graph.forward, device, cfg)
-            self._vjp = ov_core.compile_model(self.graph.model, device, cfg)
+            self._fwd = core().compile_model(m, device, cfg)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise MemberError(f"cannot compile the VJP model on {device} ({first[:200]})", "try device='CPU'") from exc
+            raise MemberError(f"cannot compile the model on {device} ({first[:200]})", "try device='CPU'") from exc
         try:
-            eff = self._vjp.get_property("INFERENCE_PRECISION_HINT")
+            eff = self._fwd.get_property("INFERENCE_PRECISION_HINT")
             self.inference_precision = eff.to_string() if hasattr(eff, "to_string") else str(eff)
         except Exception:  # AUTO and some plugins do not report it
             self.inference_precision = inference_precision
         self.num_classes = self.graph.model.output(0).get_partial_shape()[1].get_length()
         self._local = threading.local()
 
+    # ------------------------------------------------------------------ batch specialisation
+    MAX_BATCH_SIZES = 4
+    """Compiled VJP models kept (one per batch size, least recently used dropped)."""
+
+    def _at_batch(self, n: int) -> ov.Model:
+        """The forward model with its batch fixed to ``n`` (C/H/W as the member's)."""
+        m = self._model.clone()
+        m.reshape({m.input(0): ov.PartialShape([n, *self.input_shape])})
+        return m
+
+    def _compiled_vjp(self, n: int) -> ov.CompiledModel:
+        """The VJP model specialised to batch ``n``, built and compiled once per batch size.
+
+        Specialising (instead of one dynamic-batch VJP model) lets every shape that the graph computes from
+        the batch at run time (``ShapeOf -> Reshape/Broadcast``, a ``Gather`` fed by ``repeat_interleave``,
+        ONNX ``Shape``-driven pads) fold to a constant the rules can use, and keeps the CPU plugin on its
+        static-shape kernels (its dynamic-shape path mislaid a channels-last layout, issue 14).
+        """
+        with self._lock:
+            c = self._vjp_by_batch.get(n)
+            if c is not None:
+                self._vjp_by_batch.move_to_end(n)
+                return c
+            graph = self.graph if n == 1 else build_vjp_model(self._at_batch(n))
+            try:
+                c = core().compile_model(graph.model, self.device, self.compile_config)
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise MemberError(
+                    f"cannot compile the VJP model on {self.device} ({first[:200]})", "try device='CPU'"
+                ) from exc
+            self._vjp_by_batch[n] = c
+            while len(self._vjp_by_batch) > self.MAX_BATCH_SIZES:
+                self._vjp_by_batch.popitem(last=False)
+            return c
+
     # ------------------------------------------------------------------ requests
-    def _requests(self) -> tuple[ov.InferRequest, ov.InferRequest]:
-        reqs = getattr(self._local, "reqs", None)
-        if reqs is None:
-            reqs = (self._fwd.create_infer_request(), self._vjp.create_infer_request())
-            self._local.reqs = reqs
-        return reqs
+    def _forward_request(self) -> ov.InferRequest:
+        req = getattr(self._local, "fwd", None)
+        if req is None:
+            req = self._fwd.create_infer_request()
+            self._local.fwd = req
+        return req
+
+    def _vjp_request(self, n: int) -> ov.InferRequest:
+        compiled = self._compiled_vjp(n)
+        reqs: dict[int, tuple[ov.CompiledModel, ov.InferRequest]] = getattr(self._local, "vjp", None) or {}
+        self._local.vjp = reqs
+        held = reqs.get(n)
+        if held is None or held[0] is not compiled:
+            held = (compiled, compiled.create_infer_request())
+            reqs[n] = held
+            for k in [k for k in reqs if k not in self._vjp_by_batch]:
+                del reqs[k]
+        return held[1]
 
     def _check_x(self, x: npt.ArrayLike) -> F32:
         arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
@@ -206,7 +260,7 @@ class VJPModel:
     def forward(self, x: npt.ArrayLike) -> F32:
         """Logits float32 ``(N, C)`` of ``x`` float32 ``(N, 3, H, W)``."""
         arr = self._check_x(x)
-        req = self._requests()[0]
+        req = self._forward_request()
         res = req.infer({0: arr})
         return np.array(res[0], dtype=np.float32, copy=True)
 
@@ -224,7 +278,7 @@ class VJPModel:
         uu = np.ascontiguousarray(np.asarray(u, dtype=np.float32))
         if uu.shape != (arr.shape[0], self.num_classes):
             raise AttributionInputError(f"u: expected shape ({arr.shape[0]}, {self.num_classes}), got {uu.shape}")
-        req = self._requests()[1]
+        req = self._vjp_request(arr.shape[0])
         res = req.infer({0: arr, 1: uu})
         return np.array(res[0], dtype=np.float32, copy=True), np.array(res[1], dtype=np.float32, copy=True)
 
