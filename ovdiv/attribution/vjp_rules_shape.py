@@ -243,7 +243,7 @@ def _reduce(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]
         return [g, None]
     static = [s for s in sizes if s is not None]
     if len(static) == len(sizes):
-        shape = [xd[i] if i in axes else 1 for i in range(len(xd))]
+        shape = [int(xd[i] or 1) if i in axes else 1 for i in range(len(xd))]
         spread = np.full(shape, 1.0 / float(np.prod(static)) if mean else 1.0, np.float32)
         return [ops.multiply(g, ctx.const(spread, like=g)).output(0), None]
     gx = ops.broadcast(g, ops.shape_of(x)).output(0)
