@@ -160,9 +160,11 @@ class VJPModel:
         m.reshape({m.input(0): ov.PartialShape(dims)})
         self.input_shape: tuple[int, int, int] = (dims[1], dims[2], dims[3])
         self._model = m
+        self._dynamic_graph: VJPGraph | None = None
         # Built (not compiled) for batch 1 now: unsupported ops and rules that need a value the graph
         # cannot provide fail here, before any inference.
-        self.graph: VJPGraph = build_vjp_model(self._at_batch(1))
+        self.graph: VJPGraph = self._graph_for(1)
+        self._built: dict[int, VJPGraph] = {1: self.graph}
         self.device = device
         if inference_precision != "f32":
             _log.warning("VJP model compiled with inference precision %s: inaccurate gradients", inference_precision)
@@ -196,11 +198,21 @@ class VJPModel:
     MAX_BATCH_SIZES = 4
     """Compiled VJP models kept (one per batch size, least recently used dropped)."""
 
-    def _at_batch(self, n: int) -> ov.Model:
-        """The forward model with its batch fixed to ``n`` (C/H/W as the member's)."""
+    def _graph_for(self, n: int) -> VJPGraph:
+        """The VJP graph of the forward model with its batch fixed to ``n`` (C/H/W as the member's).
+
+        A model that cannot be reshaped to batch ``n`` (e.g. an ONNX export with the batch baked into its
+        Reshape constants) keeps the dynamic-batch graph, built once.
+        """
         m = self._model.clone()
-        m.reshape({m.input(0): ov.PartialShape([n, *self.input_shape])})
-        return m
+        try:
+            m.reshape({m.input(0): ov.PartialShape([n, *self.input_shape])})
+        except Exception:
+            if self._dynamic_graph is None:
+                _log.debug("model cannot be reshaped to batch %d: dynamic-batch VJP graph", n)
+                self._dynamic_graph = build_vjp_model(self._model)
+            return self._dynamic_graph
+        return build_vjp_model(m)
 
     def _compiled_vjp(self, n: int) -> ov.CompiledModel:
         """The VJP model specialised to batch ``n``, built and compiled once per batch size.
@@ -215,7 +227,7 @@ class VJPModel:
             if c is not None:
                 self._vjp_by_batch.move_to_end(n)
                 return c
-            graph = self.graph if n == 1 else build_vjp_model(self._at_batch(n))
+            graph = self._built.pop(n, None) or self._graph_for(n)
             try:
                 c = core().compile_model(graph.model, self.device, self.compile_config)
             except Exception as exc:
