@@ -115,6 +115,9 @@ class VJPModel:
             is the only setting that gives correct gradients on bf16-capable CPUs; anything else is
             logged as a warning.
         config: Extra compile properties.
+        specialize_batch: Build and compile the VJP model per batch size run (default). ``False`` keeps one
+            dynamic-batch VJP model (the pre-issue-14 behaviour; batch-driven indices then cannot fold, and
+            the CPU plugin's dynamic-shape path is used — kept for diagnosis and the gradient check's tests).
 
     Attributes:
         graph: The :class:`~ovdiv.attribution.vjp.VJPGraph`.
@@ -137,7 +140,9 @@ class VJPModel:
         std: tuple[float, float, float] = IMAGENET_STD,
         inference_precision: str = "f32",
         config: dict[str, Any] | None = None,
+        specialize_batch: bool = True,
     ) -> None:
+        self.specialize_batch = specialize_batch
         m = read_model(model) if isinstance(model, (str, os.PathLike)) else model.clone()
         if len(m.get_parameters()) != 1:
             raise MemberError(f"model has {len(m.get_parameters())} inputs; attribution needs one image input")
@@ -206,6 +211,8 @@ class VJPModel:
         """
         m = self._model.clone()
         try:
+            if not self.specialize_batch:
+                raise ValueError("batch specialisation off")
             m.reshape({m.input(0): ov.PartialShape([n, *self.input_shape])})
         except Exception:
             if self._dynamic_graph is None:
