@@ -5,6 +5,7 @@ Public API::
     Saliency, IntegratedGradients, SmoothGrad, InputXGradient   # captum semantics, .attribute()
     VJPModel, as_torch_module                                   # compiled (x, u) -> (logits, grad)
     build_vjp_model, unsupported_ops, VJP_RULES, register_vjp   # the graph builder and its registry
+    check_attributable                                          # fail before inference on ops without a rule
     postprocess, normalize_maps, channel_max                    # map post-processing (same math as D_att)
     check_gradients, GradientCheckReport                        # runtime VJP vs finite-difference check
 
@@ -21,6 +22,7 @@ from ovdiv.attribution.methods import (
     Saliency,
     SmoothGrad,
     attribution_method,
+    check_attributable,
 )
 from ovdiv.attribution.postprocess import channel_max, normalize_maps, postprocess
 from ovdiv.attribution.runner import OVTorchModule, VJPModel, as_torch_module, float_input_view, read_model
@@ -45,6 +47,7 @@ __all__ = [
     "as_torch_module",
     "attribution_method",
     "build_vjp_model",
+    "check_attributable",
     "channel_max",
     "float_input_view",
     "gradient_path",

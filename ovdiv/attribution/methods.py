@@ -42,14 +42,16 @@ import openvino as ov
 import torch
 from torch import nn
 
-from ovdiv.attribution.runner import VJPModel
+from ovdiv.attribution.runner import VJPModel, float_input_view, read_model
+from ovdiv.attribution.vjp import unsupported_ops
 from ovdiv.cards import IMAGENET_MEAN, IMAGENET_STD, ModelCard, card_path_for
-from ovdiv.errors import AttributionInputError, ConfigError, MemberError
+from ovdiv.errors import AttributionInputError, ConfigError, MemberError, UnsupportedOpError
 from ovdiv.runtime.preprocessing import check_images, normalize_images, resize_images
 from ovdiv.types import AttributionMethod
 
 __all__ = [
     "GradientAttribution",
+    "check_attributable",
     "Saliency",
     "InputXGradient",
     "IntegratedGradients",
@@ -189,6 +191,50 @@ def _resolve_backend(model: Any, *, device: str | None) -> _Backend:
         f"cannot compute attributions for a {type(model).__name__}",
         "pass an ovdiv Member, an openvino.Model, a path to .xml/.onnx, or a torch nn.Module",
     )
+
+
+def check_attributable(model: Any, *, name: str | None = None) -> None:
+    """Fail before any inference when ``model``'s gradient path has ops without a VJP rule.
+
+    Cheap (reads the graph, builds and compiles nothing). Torch models and torch members always pass.
+
+    Args:
+        model: Member, ``openvino.Model`` or ``.xml``/``.onnx`` path (as accepted by the methods).
+        name: Name used in the message (default: the member's name or the path).
+
+    Raises:
+        UnsupportedOpError: naming the member, each offending op type with its count, and the way out
+            (``--attribution none``).
+    """
+    if isinstance(model, (nn.Module, VJPModel, _Backend)) or isinstance(getattr(model, "module", None), nn.Module):
+        return
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if isinstance(model, ov.Model):
+        graph = model
+    elif isinstance(model, (str, os.PathLike)):
+        graph = read_model(model)
+        name = name or str(model)
+        card = _card_for_path(Path(model))
+        if card is not None:
+            mean, std = card.mean, card.std
+    elif hasattr(model, "read_model"):
+        graph = model.read_model()
+        name = name or str(getattr(model, "name", "member"))
+        card = getattr(model, "card", None)
+        if card is not None:
+            mean, std = card.mean, card.std
+    else:
+        return
+    if len(graph.get_parameters()) != 1:
+        return  # VJPModel reports this itself
+    bad = unsupported_ops(float_input_view(graph, mean=mean, std=std))
+    if bad:
+        raise UnsupportedOpError(
+            f"member '{name or graph.get_friendly_name()}': no gradient (VJP) rule for op(s) on its gradient "
+            f"path: {', '.join(bad)}",
+            "rerun with --attribution none (attribution='none') to skip attribution, or use a torch "
+            "checkpoint of this member",
+        )
 
 
 # ---------------------------------------------------------------------------------------------- methods

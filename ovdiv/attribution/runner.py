@@ -2,10 +2,12 @@ r"""Compile and run the VJP model of a deployed member; bridge it to torch autog
 
 :class:`VJPModel` compiles two models on the member's device, both with
 ``INFERENCE_PRECISION_HINT=f32`` (the CPU default, bf16 on AVX512-BF16/AMX machines, gives 20-33 %
-gradient error — feasibility study §6.2) and a dynamic batch:
+gradient error — feasibility study §6.2):
 
-* ``forward(x) -> logits`` (the plain forward), and
-* ``vjp(x, u) -> (logits, u^T d logits / d x)`` (one request gives both; the fast path).
+* ``forward(x) -> logits`` (the plain forward, dynamic batch), and
+* ``vjp(x, u) -> (logits, u^T d logits / d x)`` (one request gives both; the fast path), specialised to
+  the batch size actually run (built and compiled once per batch size, a few kept): shapes and indices the
+  graph computes from the batch at run time fold to constants for the rules.
 
 :func:`as_torch_module` wraps them in an ``nn.Module`` whose ``torch.autograd.Function`` runs the
 compiled forward and, in ``backward``, the VJP model with ``grad_output`` as ``u``: captum's gradient
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +115,9 @@ class VJPModel:
             is the only setting that gives correct gradients on bf16-capable CPUs; anything else is
             logged as a warning.
         config: Extra compile properties.
+        specialize_batch: Build and compile the VJP model per batch size run (default). ``False`` keeps one
+            dynamic-batch VJP model (the pre-issue-14 behaviour; batch-driven indices then cannot fold, and
+            the CPU plugin's dynamic-shape path is used — kept for diagnosis and the gradient check's tests).
 
     Attributes:
         graph: The :class:`~ovdiv.attribution.vjp.VJPGraph`.
@@ -134,7 +140,9 @@ class VJPModel:
         std: tuple[float, float, float] = IMAGENET_STD,
         inference_precision: str = "f32",
         config: dict[str, Any] | None = None,
+        specialize_batch: bool = True,
     ) -> None:
+        self.specialize_batch = specialize_batch
         m = read_model(model) if isinstance(model, (str, os.PathLike)) else model.clone()
         if len(m.get_parameters()) != 1:
             raise MemberError(f"model has {len(m.get_parameters())} inputs; attribution needs one image input")
@@ -156,7 +164,12 @@ class VJPModel:
         dims[0] = -1
         m.reshape({m.input(0): ov.PartialShape(dims)})
         self.input_shape: tuple[int, int, int] = (dims[1], dims[2], dims[3])
-        self.graph: VJPGraph = build_vjp_model(m)
+        self._model = m
+        self._dynamic_graph: VJPGraph | None = None
+        # Built (not compiled) for batch 1 now: unsupported ops and rules that need a value the graph
+        # cannot provide fail here, before any inference.
+        self.graph: VJPGraph = self._graph_for(1)
+        self._built: dict[int, VJPGraph] = {1: self.graph}
         self.device = device
         if inference_precision != "f32":
             _log.warning("VJP model compiled with inference precision %s: inaccurate gradients", inference_precision)
@@ -171,15 +184,15 @@ class VJPModel:
             cfg["LP_TRANSFORMS_MODE"] = "NO"
         cfg.update(config or {})
         self.compile_config: dict[str, Any] = dict(cfg)
-        ov_core = core()
+        self._lock = threading.Lock()
+        self._vjp_by_batch: OrderedDict[int, ov.CompiledModel] = OrderedDict()
         try:
-            self._fwd = ov_core.compile_model(self.graph.forward, device, cfg)
-            self._vjp = ov_core.compile_model(self.graph.model, device, cfg)
+            self._fwd = core().compile_model(m, device, cfg)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise MemberError(f"cannot compile the VJP model on {device} ({first[:200]})", "try device='CPU'") from exc
+            raise MemberError(f"cannot compile the model on {device} ({first[:200]})", "try device='CPU'") from exc
         try:
-            eff = self._vjp.get_property("INFERENCE_PRECISION_HINT")
+            eff = self._fwd.get_property("INFERENCE_PRECISION_HINT")
             self.inference_precision = eff.to_string() if hasattr(eff, "to_string") else str(eff)
         except Exception:  # AUTO and some plugins do not report it
             self.inference_precision = inference_precision
@@ -189,13 +202,73 @@ class VJPModel:
         self.num_classes = self.output_shape[0]
         self._local = threading.local()
 
+    # ------------------------------------------------------------------ batch specialisation
+    MAX_BATCH_SIZES = 4
+    """Compiled VJP models kept (one per batch size, least recently used dropped)."""
+
+    def _graph_for(self, n: int) -> VJPGraph:
+        """The VJP graph of the forward model with its batch fixed to ``n`` (C/H/W as the member's).
+
+        A model that cannot be reshaped to batch ``n`` (e.g. an ONNX export with the batch baked into its
+        Reshape constants) keeps the dynamic-batch graph, built once.
+        """
+        m = self._model.clone()
+        try:
+            if not self.specialize_batch:
+                raise ValueError("batch specialisation off")
+            m.reshape({m.input(0): ov.PartialShape([n, *self.input_shape])})
+        except Exception:
+            if self._dynamic_graph is None:
+                _log.debug("model cannot be reshaped to batch %d: dynamic-batch VJP graph", n)
+                self._dynamic_graph = build_vjp_model(self._model)
+            return self._dynamic_graph
+        return build_vjp_model(m)
+
+    def _compiled_vjp(self, n: int) -> ov.CompiledModel:
+        """The VJP model specialised to batch ``n``, built and compiled once per batch size.
+
+        Specialising (instead of one dynamic-batch VJP model) lets every shape that the graph computes from
+        the batch at run time (``ShapeOf -> Reshape/Broadcast``, a ``Gather`` fed by ``repeat_interleave``,
+        ONNX ``Shape``-driven pads) fold to a constant the rules can use, and keeps the CPU plugin on its
+        static-shape kernels (its dynamic-shape path mislaid a channels-last layout, issue 14).
+        """
+        with self._lock:
+            c = self._vjp_by_batch.get(n)
+            if c is not None:
+                self._vjp_by_batch.move_to_end(n)
+                return c
+            graph = self._built.pop(n, None) or self._graph_for(n)
+            try:
+                c = core().compile_model(graph.model, self.device, self.compile_config)
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise MemberError(
+                    f"cannot compile the VJP model on {self.device} ({first[:200]})", "try device='CPU'"
+                ) from exc
+            self._vjp_by_batch[n] = c
+            while len(self._vjp_by_batch) > self.MAX_BATCH_SIZES:
+                self._vjp_by_batch.popitem(last=False)
+            return c
+
     # ------------------------------------------------------------------ requests
-    def _requests(self) -> tuple[ov.InferRequest, ov.InferRequest]:
-        reqs = getattr(self._local, "reqs", None)
-        if reqs is None:
-            reqs = (self._fwd.create_infer_request(), self._vjp.create_infer_request())
-            self._local.reqs = reqs
-        return reqs
+    def _forward_request(self) -> ov.InferRequest:
+        req = getattr(self._local, "fwd", None)
+        if req is None:
+            req = self._fwd.create_infer_request()
+            self._local.fwd = req
+        return req
+
+    def _vjp_request(self, n: int) -> ov.InferRequest:
+        compiled = self._compiled_vjp(n)
+        reqs: dict[int, tuple[ov.CompiledModel, ov.InferRequest]] = getattr(self._local, "vjp", None) or {}
+        self._local.vjp = reqs
+        held = reqs.get(n)
+        if held is None or held[0] is not compiled:
+            held = (compiled, compiled.create_infer_request())
+            reqs[n] = held
+            for k in [k for k in reqs if k not in self._vjp_by_batch]:
+                del reqs[k]
+        return held[1]
 
     def _check_x(self, x: npt.ArrayLike) -> F32:
         arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
@@ -209,7 +282,7 @@ class VJPModel:
     def forward(self, x: npt.ArrayLike) -> F32:
         """Logits float32 ``(N, C)`` of ``x`` float32 ``(N, 3, H, W)``."""
         arr = self._check_x(x)
-        req = self._requests()[0]
+        req = self._forward_request()
         res = req.infer({0: arr})
         return np.array(res[0], dtype=np.float32, copy=True)
 
@@ -228,7 +301,7 @@ class VJPModel:
         uu = np.ascontiguousarray(np.asarray(u, dtype=np.float32))
         if uu.shape != (arr.shape[0], *self.output_shape):
             raise AttributionInputError(f"u: expected shape {(arr.shape[0], *self.output_shape)}, got {uu.shape}")
-        req = self._requests()[1]
+        req = self._vjp_request(arr.shape[0])
         res = req.infer({0: arr, 1: uu})
         return np.array(res[0], dtype=np.float32, copy=True), np.array(res[1], dtype=np.float32, copy=True)
 

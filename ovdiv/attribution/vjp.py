@@ -206,7 +206,8 @@ def build_vjp_model(model: ov.Model, *, output: int = 0, wrt: int = 0) -> VJPGra
     if bad:
         raise UnsupportedOpError(
             f"no gradient (VJP) rule for op(s) on the gradient path: {', '.join(bad)}",
-            "these ops cannot be differentiated by ovdiv; use a torch checkpoint of the member instead",
+            "these ops cannot be differentiated by ovdiv: rerun with --attribution none (attribution='none') "
+            "or use a torch checkpoint of the member",
         )
     gp = gradient_path(fwd, output=output, wrt=wrt)
     ctx = RuleContext(_folded_twin(fwd))

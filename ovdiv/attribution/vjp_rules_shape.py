@@ -228,22 +228,36 @@ def _pad(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) -
 
 @register_vjp("ReduceMean", "ReduceSum")
 def _reduce(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) -> list[ov.Output | None]:
+    """``dx = g`` (``g / count`` for the mean) spread over the reduced axes.
+
+    When the reduced axes are static (the usual case: spatial or channel axes; only the batch is dynamic),
+    the spreading is ``Multiply(g, c)`` with a static constant ``c`` holding ``1`` (``1 / count``) shaped
+    like ``x`` on the reduced axes and ``1`` elsewhere. The former ``Broadcast(g, ShapeOf(x))`` is
+    mathematically the same but the CPU plugin (2026.4) computes it wrongly with a dynamic batch when
+    ``g`` comes out of a ``ConvolutionBackpropData`` (its channels-last result is re-labelled planar:
+    ``ReduceMean -> 1x1 Convolution``, e.g. GhostNet's head and any SE block, gave 0.8-1.4 relative L2
+    error). ``Broadcast`` remains only for dynamic reduced axes.
+    """
     x = node.input_value(0)
     xd = ctx.dims(x)
     axes = normalize_axes(ctx.require_static(node, 1, "axes"), len(xd))
     g = _g(grads)
     if not bool(node.get_attributes().get("keep_dims", False)) and axes:
         g = ops.unsqueeze(g, ctx.i64(axes)).output(0)
+    mean = node.get_type_name() == "ReduceMean"
+    sizes = [xd[a] for a in axes]
+    if not axes:
+        return [g, None]
+    static = [s for s in sizes if s is not None]
+    if len(static) == len(sizes):
+        shape = [int(xd[i] or 1) if i in axes else 1 for i in range(len(xd))]
+        spread = np.full(shape, 1.0 / float(np.prod(static)) if mean else 1.0, np.float32)
+        return [ops.multiply(g, ctx.const(spread, like=g)).output(0), None]
     gx = ops.broadcast(g, ops.shape_of(x)).output(0)
-    if node.get_type_name() == "ReduceMean":
-        sizes = [xd[a] for a in axes]
-        static_sizes = [s for s in sizes if s is not None]
-        if len(static_sizes) == len(sizes):
-            count = ctx.const(float(np.prod(static_sizes)) if sizes else 1.0, like=g)
-        else:
-            shp = ops.gather(ops.shape_of(x), ctx.i64(axes), ctx.i64(0)).output(0)
-            count = ops.convert_like(ops.reduce_prod(shp, ctx.i64([0]), keep_dims=False), g).output(0)
-        gx = ops.divide(gx, count).output(0)
+    if mean:
+        shp = ops.gather(ops.shape_of(x), ctx.i64(axes), ctx.i64(0)).output(0)
+        count_t = ops.convert_like(ops.reduce_prod(shp, ctx.i64([0]), keep_dims=False), g).output(0)
+        gx = ops.divide(gx, count_t).output(0)
     return [gx, None]
 
 

@@ -673,6 +673,11 @@ def evaluate(
     k = opt.subset_size
     if k is not None and not 2 <= k <= len(ens):
         raise ConfigError(f"--size {k} is not between 2 and the pool size {len(ens)}")
+    if opt.attribution is not AttributionMethod.NONE and len(ens) >= 2:
+        # Before any data preparation or inference: a member without a gradient is a config error.
+        check = importlib.import_module("ovdiv.attribution").check_attributable
+        for m in ens:
+            check(m)
     cache = EvalCache(cache_dir)
     ev = Evaluator(ens, opt, cache=cache, data_root=data_root, data_cache_dir=cache_dir, progress=progress)
 

@@ -1,0 +1,431 @@
+r"""Saliency parity of ovdiv's VJP graphs on the torchvision and timm zoos (issue 14, item 4).
+
+Every model gets random weights (``pretrained=False`` / ``weights=None``; zero-initialised heads and
+layer scales re-initialised, BatchNorm statistics randomised so folded BN is not an identity) and is
+converted to each format; the gradient of the top-1 logit of one random image through ovdiv
+(:class:`ovdiv.attribution.VJPModel`) is compared with torch autograd:
+
+========  ========================================================================================
+format    what is differentiated, and the reference
+========  ========================================================================================
+fp32      ``ov.convert_model`` IR saved in f32. Reference: torch autograd of the model in float64.
+fp16      the same IR saved with ``compress_to_fp16=True`` (f16 weights, f32 compute). Reference:
+          float64 torch autograd of the model whose parameters and buffers are rounded to f16 (the
+          IR rounds after BN folding, so this reference is close, not exact; Spearman decides).
+onnx      ``torch.onnx.export`` (opset 17, dynamic batch) read directly by OpenVINO. Reference: fp32's.
+int8      ``nncf.quantize`` of the *torch* model (3 random calibration images) then
+          ``ov.convert_model``: an IR of FakeQuantize ops with NNCF's own ranges. ovdiv differentiates it
+          with the straight-through estimator (STE: ``dFQ/dx = 1`` inside the input range, 0 outside).
+          NNCF's torch quantizers have exactly that backward (``grad_input = grad_output * mask_in``),
+          so the STE reference is torch autograd of the NNCF-quantized torch model itself (float64 and
+          float32 runs give the floor). NNCF's pure-torch reference quantize functions are used
+          instead of its C++ extension (same formulas; the extension build does not fit this machine).
+========  ========================================================================================
+
+Status per model and format:
+
+* ``ok``;
+* ``wrong``: Spearman of the channel-max ``|grad|`` maps (ovdiv vs reference) < 0.999 **and** relative L2
+  vs the float64 reference > 10x the torch float32-vs-float64 floor on the same input;
+* ``unsupported``: ovdiv refused the graph (the op types without a rule are listed);
+* ``convert-failed``: the converter (``ov.convert_model``, ``torch.onnx.export``, NNCF) failed, not ovdiv;
+* ``error`` / ``timeout``: anything else (torch forward failed, worker crashed or ran out of time).
+
+Usage::
+
+    python scripts/zoo_parity.py --family ghostnet,vit --formats fp32,onnx --out zoo.json
+    python scripts/zoo_parity.py --models tv:resnet18,timm:ghostnet_100 --size 96 --jobs 2
+
+Each model+format runs in its own worker process (``--timeout`` seconds); results are appended to
+``--out`` as they arrive and entries already there are skipped (resumable). A table is printed, then ONE
+JSON line with the counts per format and status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("fp32", "fp16", "onnx", "int8")
+SPEARMAN_OK = 0.999
+FLOOR_FACTOR = 10.0
+
+# family -> smallest timm variant of it (issue 14's list first, then other families people deploy).
+TIMM_FAMILIES: dict[str, str] = {
+    "vit": "vit_tiny_patch16_224",
+    "deit": "deit_tiny_patch16_224",
+    "beit": "beit_base_patch16_224",
+    "eva": "eva02_tiny_patch14_224",
+    "swin": "swin_tiny_patch4_window7_224",
+    "swinv2": "swinv2_tiny_window8_256",
+    "maxvit": "maxvit_pico_rw_256",
+    "convnext": "convnext_atto",
+    "convnextv2": "convnextv2_atto",
+    "efficientnet": "efficientnet_b0",
+    "efficientnetv2": "tf_efficientnetv2_b0",
+    "mobilenetv3": "mobilenetv3_small_050",
+    "mobilenetv4": "mobilenetv4_conv_small",
+    "mobilevit": "mobilevit_xxs",
+    "mobilevitv2": "mobilevitv2_050",
+    "regnet": "regnetx_002",
+    "resnest": "resnest14d",
+    "hrnet": "hrnet_w18_small",
+    "poolformer": "poolformer_s12",
+    "poolformerv2": "poolformerv2_s12",
+    "ghostnet": "ghostnet_100",
+    "repvgg": "repvgg_a0",
+    "levit": "levit_128s",
+    "cait": "cait_xxs24_224",
+    "coat": "coat_lite_tiny",
+    "resmlp": "resmlp_12_224",
+    "mixer": "mixer_s16_224",
+    "fastvit": "fastvit_t8",
+    "efficientformer": "efficientformer_l1",
+    "efficientformerv2": "efficientformerv2_s0",
+    "inception": "inception_v3",
+    "xception": "xception41",
+    "densenet": "densenet121",
+    "dla": "dla34",
+    "resnet": "resnet18",
+    "mobilenetv2": "mobilenetv2_050",
+    "edgenext": "edgenext_xx_small",
+    "mobileone": "mobileone_s0",
+    "tinyvit": "tiny_vit_5m_224",
+    "pvtv2": "pvt_v2_b0",
+    "xcit": "xcit_nano_12_p16_224",
+    "rexnet": "rexnet_100",
+    "lcnet": "lcnet_050",
+    "repvit": "repvit_m1",
+    "efficientvit": "efficientvit_b0",
+    "caformer": "caformer_s18",
+}
+
+
+# ---------------------------------------------------------------------------------------------- models
+def torchvision_names() -> list[str]:
+    import torchvision
+
+    return [f"tv:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
+
+
+def all_models() -> list[str]:
+    return [f"timm:{n}" for n in TIMM_FAMILIES.values()] + torchvision_names()
+
+
+def _reinit(model: Any) -> Any:
+    """Random, non-degenerate weights: zero-initialised weights/gammas re-drawn, BN statistics randomised."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) and mod.running_mean is not None:
+                n = mod.num_features
+                mod.running_mean.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
+                mod.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                if mod.affine:
+                    mod.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                    mod.bias.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
+        for name, p in model.named_parameters():
+            if p.numel() > 0 and bool(torch.all(p == 0)) and not name.endswith("bias"):
+                if p.ndim >= 2:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+                else:  # layer scale / gamma
+                    p.copy_(torch.rand(p.shape, generator=gen) * 0.5 + 0.5)
+    return model
+
+
+def build_model(spec: str) -> tuple[Any, int]:
+    """Torch model (eval, random weights) and its default input size."""
+    import torch
+
+    torch.manual_seed(0)
+    src, name = spec.split(":", 1)
+    if src == "tv":
+        import torchvision
+
+        kwargs: dict[str, Any] = {"weights": None}
+        if name in ("inception_v3", "googlenet"):
+            kwargs.update(aux_logits=False, init_weights=False)
+        model = torchvision.models.get_model(name, **kwargs)
+        size = 299 if name == "inception_v3" else 224
+    else:
+        import timm
+
+        model = timm.create_model(name, pretrained=False)
+        size = int(model.pretrained_cfg.get("input_size", (3, 224, 224))[1])
+    return _reinit(model.eval()), size
+
+
+def _input_for(model: Any, size: int, default: int) -> Any:
+    """A random (1, 3, S, S) input the model accepts: ``size`` if it runs, else the model's own size."""
+    import torch
+
+    for s in dict.fromkeys([size, default]):
+        x = torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(1))
+        try:
+            with torch.no_grad():
+                model(x)
+            return x
+        except Exception:
+            continue
+    raise RuntimeError(f"torch forward fails at sizes {size} and {default}")
+
+
+# ---------------------------------------------------------------------------------------------- one case
+def _grad(model: Any, x: Any, target: int) -> Any:
+    import torch
+
+    xx = x.clone().requires_grad_(True)
+    y = model(xx)
+    (g,) = torch.autograd.grad(y[:, target].sum(), xx)
+    return g.detach().numpy()
+
+
+def _rel(a: Any, b: Any) -> float:
+    import numpy as np
+
+    nb = float(np.linalg.norm(b))
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / nb) if nb > 0 else float("inf")
+
+
+def _spearman(a: Any, b: Any) -> float:
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    ma = np.abs(a).max(axis=1).reshape(-1)
+    mb = np.abs(b).max(axis=1).reshape(-1)
+    return float(spearmanr(ma, mb).statistic)
+
+
+def _nncf_reference_functions() -> None:
+    """Route NNCF's torch quantizers to its pure-torch reference functions (no C++ extension build)."""
+    import nncf.torch.quantization.quantize_functions as qf
+    from nncf.torch.quantization.reference import ReferenceQuantizedFunctions
+
+    class _Ref:
+        @staticmethod
+        def get(name: str) -> Any:
+            return getattr(ReferenceQuantizedFunctions, name)
+
+    qf.QuantizedFunctionsCPU = _Ref  # type: ignore[assignment]
+
+
+def run_case(spec: str, fmt: str, size: int) -> dict[str, Any]:
+    """Convert ``spec`` to ``fmt`` and compare ovdiv's gradient with the torch reference."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import numpy as np
+    import openvino as ov
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    from ovdiv.attribution import VJPModel, unsupported_ops
+    from ovdiv.errors import UnsupportedOpError
+
+    res: dict[str, Any] = {"model": spec, "format": fmt}
+    t0 = time.perf_counter()
+    try:
+        model, default = build_model(spec)
+        x = _input_for(model, size, default)
+    except Exception as exc:
+        return {**res, "status": "error", "detail": f"torch: {type(exc).__name__}: {str(exc)[:200]}"}
+    res["size"] = int(x.shape[-1])
+    ref_model = model
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            if fmt in ("fp32", "fp16"):
+                ir = ov.convert_model(model, example_input=x, input=[-1, *x.shape[1:]])
+                path = Path(tmp) / "m.xml"
+                ov.save_model(ir, path, compress_to_fp16=fmt == "fp16")
+                ov_model: Any = str(path)
+                if fmt == "fp16":
+                    ref_model = copy.deepcopy(model)
+                    with torch.no_grad():
+                        for t in list(ref_model.parameters()) + list(ref_model.buffers()):
+                            if t.is_floating_point():
+                                t.copy_(t.half().float())
+            elif fmt == "onnx":
+                path = Path(tmp) / "m.onnx"
+                torch.onnx.export(
+                    model,
+                    (x,),
+                    str(path),
+                    opset_version=17,
+                    dynamo=False,
+                    input_names=["x"],
+                    output_names=["logits"],
+                    dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+                )
+                ov_model = str(path)
+            elif fmt == "int8":
+                import nncf
+
+                _nncf_reference_functions()
+                gen = torch.Generator().manual_seed(2)
+                calib = [torch.randn(1, *x.shape[1:], generator=gen) for _ in range(3)]
+                ref_model = nncf.quantize(model, nncf.Dataset(calib), subset_size=3, fast_bias_correction=True)
+                ir = ov.convert_model(ref_model, example_input=x, input=[-1, *x.shape[1:]])
+                path = Path(tmp) / "m.xml"
+                ov.save_model(ir, path, compress_to_fp16=False)
+                ov_model = str(path)
+            else:
+                raise ValueError(fmt)
+        except Exception as exc:
+            return {**res, "status": "convert-failed", "detail": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        res["convert_s"] = round(time.perf_counter() - t0, 1)
+        try:
+            runner = VJPModel(ov_model)
+        except UnsupportedOpError as exc:
+            try:
+                ops = unsupported_ops(ov.Core().read_model(ov_model))
+            except Exception:
+                ops = []
+            return {**res, "status": "unsupported", "ops": ops, "detail": str(exc)[:300]}
+        except Exception as exc:
+            return {**res, "status": "error", "detail": f"ovdiv: {type(exc).__name__}: {str(exc)[:300]}"}
+        with torch.no_grad():
+            logits32 = ref_model(x).numpy()
+        target = int(logits32[0].argmax())
+        t1 = time.perf_counter()
+        logits, g = runner.gradient(x.numpy(), [target])
+        res["vjp_s"] = round(time.perf_counter() - t1, 2)
+    g32 = _grad(ref_model, x, target)
+    g64 = _grad(copy.deepcopy(ref_model).double(), x.double(), target)
+    err, floor = _rel(g, g64), _rel(g32, g64)
+    rho = _spearman(g, g64)
+    wrong = rho < SPEARMAN_OK and err > FLOOR_FACTOR * floor
+    return {
+        **res,
+        "status": "wrong" if wrong else "ok",
+        "rel_l2": err,
+        "floor": floor,
+        "spearman": rho,
+        "logits_diff": float(np.abs(logits - logits32).max()),
+        "grad_norm": float(np.linalg.norm(g64)),
+        "total_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- driver
+def _worker_cmd(spec: str, fmt: str, size: int) -> list[str]:
+    return [sys.executable, __file__, "--worker", spec, fmt, str(size)]
+
+
+def _run_one(spec: str, fmt: str, size: int, timeout: float) -> dict[str, Any]:
+    try:
+        proc = subprocess.run(_worker_cmd(spec, fmt, size), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"model": spec, "format": fmt, "status": "timeout", "detail": f"> {timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            try:
+                return dict(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+    return {"model": spec, "format": fmt, "status": "error", "detail": f"worker: {tail[0][:300]}"}
+
+
+def _load(out: Path) -> list[dict[str, Any]]:
+    if not out.is_file():
+        return []
+    return [json.loads(line) for line in out.read_text().splitlines() if line.strip().startswith("{")]
+
+
+def _fmt_row(r: dict[str, Any]) -> str:
+    if r["status"] in ("ok", "wrong"):
+        info = f"relL2 {r['rel_l2']:.1e} floor {r['floor']:.1e} rho {r['spearman']:.5f}"
+    elif r["status"] == "unsupported":
+        info = ", ".join(r.get("ops") or []) or r.get("detail", "")
+    else:
+        info = r.get("detail", "")
+    return f"{r['model']:<42} {r['format']:<5} {r['status']:<14} {info[:110]}"
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    counts: dict[str, dict[str, int]] = {}
+    for r in rows:
+        c = counts.setdefault(r["format"], {})
+        c[r["status"]] = c.get(r["status"], 0) + 1
+    return {
+        "bench": "zoo_parity",
+        "n": len(rows),
+        "counts": counts,
+        "wrong": sorted(f"{r['model']}/{r['format']}" for r in rows if r["status"] == "wrong"),
+        "unsupported_ops": sorted({op.split(" x")[0] for r in rows for op in r.get("ops") or []}),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--models", help="comma list: tv:NAME, timm:NAME (default: all)")
+    ap.add_argument("--family", help="comma list of timm families (" + ", ".join(TIMM_FAMILIES) + ")")
+    ap.add_argument("--torchvision", action="store_true", help="only the torchvision classifiers")
+    ap.add_argument("--formats", default=",".join(FORMATS), help="comma list of " + ", ".join(FORMATS))
+    ap.add_argument("--size", type=int, default=224, help="input size where the model allows it")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per model and format")
+    ap.add_argument("--out", type=Path, default=Path("zoo_parity.jsonl"), help="results, one JSON per line")
+    ap.add_argument("--list", action="store_true", help="print the models and exit")
+    ap.add_argument("--worker", nargs=3, metavar=("MODEL", "FORMAT", "SIZE"), help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.worker:
+        spec, fmt, size = a.worker
+        try:
+            r = run_case(spec, fmt, int(size))
+        except Exception as exc:
+            traceback.print_exc()
+            r = {"model": spec, "format": fmt, "status": "error", "detail": f"{type(exc).__name__}: {exc}"[:300]}
+        print(json.dumps(r), flush=True)
+        return 0
+    if a.models:
+        models = [m if ":" in m else f"timm:{m}" for m in a.models.split(",")]
+    elif a.family:
+        models = [f"timm:{TIMM_FAMILIES[f]}" for f in a.family.split(",")]
+    elif a.torchvision:
+        models = torchvision_names()
+    else:
+        models = all_models()
+    if a.list:
+        print("\n".join(models))
+        return 0
+    formats = [f for f in a.formats.split(",") if f]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        ap.error(f"unknown format(s) {bad}; choose from {FORMATS}")
+    done = {(r["model"], r["format"]) for r in _load(a.out)}
+    todo = [(m, f) for m in models for f in formats if (m, f) not in done]
+
+    def task(mf: tuple[str, str]) -> dict[str, Any]:
+        r = _run_one(mf[0], mf[1], a.size, a.timeout)
+        with open(a.out, "a") as fh:  # one line per result: a crash loses nothing already measured
+            fh.write(json.dumps(r) + "\n")
+        print(_fmt_row(r), file=sys.stderr, flush=True)
+        return r
+
+    with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
+        list(pool.map(task, todo))
+    wanted = {(m, f) for m in models for f in formats}
+    rows = [r for r in _load(a.out) if (r["model"], r["format"]) in wanted]
+    rows.sort(key=lambda r: (r["model"], FORMATS.index(r["format"])))
+    print(f"{'model':<42} {'fmt':<5} {'status':<14} details")
+    for r in rows:
+        print(_fmt_row(r))
+    print(json.dumps(summary(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
