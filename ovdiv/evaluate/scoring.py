@@ -31,6 +31,7 @@ not). Other rows have no interval keys (no per-sample data is kept for them).
 from __future__ import annotations
 
 import itertools
+import logging
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -40,8 +41,18 @@ import numpy as np
 
 from ovdiv import metrics as mt
 from ovdiv.evaluate.options import EvalOptions
-from ovdiv.metrics.evidence import BOOTSTRAP_METRICS, SubsetEvidence, correlation_evidence, subset_evidence
+from ovdiv.metrics.evidence import (
+    BOOTSTRAP_METRICS,
+    SubsetEvidence,
+    attribution_bootstrap,
+    cka_bootstrap,
+    correlation_evidence,
+    subset_evidence,
+)
+from ovdiv.metrics.pool import _all_subsets
 from ovdiv.types import Consensus
+
+log = logging.getLogger("ovdiv.evaluate")
 
 __all__ = [
     "score_dataset",
@@ -71,11 +82,13 @@ def new_attribution_stats(names: Sequence[str], num_classes: int, options: EvalO
 
 
 def save_attribution_stats(stats: mt.AttributionDiversity, path: Path) -> None:
-    """Write ``ssd``, ``rmse``, ``hamming`` sums and ``n`` atomically as npz."""
+    """Write ``ssd``, ``rmse``, ``hamming`` sums, ``n`` and the per-sample ``sample_ssd`` atomically as npz."""
     from ovdiv.evaluate.cache import EvalCache
 
+    extra = {} if stats.sample_ssd is None else {"sample_ssd": stats.sample_ssd}
     EvalCache.save_npz(
         path,
+        **extra,
         ssd=stats.ssd,
         rmse=stats.rmse,
         hamming=stats.hamming,
@@ -97,6 +110,7 @@ def load_attribution_stats(paths: Sequence[Path]) -> mt.AttributionDiversity | N
             return None
         s = mt.AttributionDiversity(int(z["num_members"]), str(z["norm"]), hashes=bool(z["hashes"]))
         s.ssd, s.rmse, s.hamming, s.n = z["ssd"], z["rmse"], z["hamming"], int(z["n"])
+        s.sample_ssd = z.get("sample_ssd")  # None in chunks cached by an older version: D_att gets no interval
         if total is None:
             total = s
         else:
@@ -134,6 +148,50 @@ def _with_ci(row: dict[str, Any], lo: Any, hi: Any, method: str, level: float) -
     lo_f, hi_f = float(lo), float(hi)
     if np.isfinite(lo_f) and np.isfinite(hi_f):
         row.update(ci_low=lo_f, ci_high=hi_f, ci_method=method, ci_level=float(level))
+
+
+_CKA_GRAM_BYTES = 1 << 30  # the CKA bootstrap holds M Gram matrices (n, n) float64; above this it is skipped
+
+
+def _add_map_evidence(
+    ev: SubsetEvidence,
+    pool: mt.PoolStats,
+    names: Sequence[str],
+    k: int,
+    options: EvalOptions,
+    cka: dict[str, np.ndarray] | None,
+    features: Sequence[dict[str, np.ndarray] | None] | None,
+    has_att: bool,
+) -> None:
+    """Add paired-bootstrap intervals of ``attribution_diversity`` and ``cka_mean`` to ``ev`` (first rule).
+
+    Same seed, B, level and method as the other statistics; D_att resamples the first ``attribution_samples``
+    images, CKA the first ``cka_samples`` (the images each is computed on). No interval (and a log line)
+    when the per-sample data is missing (attribution cached by an older version) or the CKA Gram matrices
+    would exceed 1 GB.
+    """
+    subsets = _all_subsets(len(names), k)
+    kw: dict[str, Any] = {
+        "n_resamples": options.bootstrap,
+        "level": options.ci_level,
+        "method": options.ci_method,
+        "seed": options.seed,
+    }
+    if has_att:
+        d = pool.attribution.sample_ssd
+        if d is None or d.shape[0] != pool.attribution.n:
+            log.warning("attribution_diversity: per-sample values not cached (older cache); no interval")
+        else:
+            ev.add(attribution_bootstrap(d, subsets, len(names), **kw))
+    if cka is not None and "penultimate" in cka and features is not None:
+        feats = [np.asarray(f["penultimate"]) for f in features if f is not None]
+        n_cka = feats[0].shape[0]
+        if len(names) * n_cka * n_cka * 8 > _CKA_GRAM_BYTES:
+            log.warning(
+                "cka_mean: %d images x %d members is too many for the CKA bootstrap; no interval", n_cka, len(names)
+            )
+        elif n_cka >= 2:
+            ev.add(cka_bootstrap(feats, subsets, **kw))
 
 
 def score_dataset(
@@ -243,8 +301,10 @@ def score_dataset(
                     keep_boot=r_i == 0,  # the correlation study uses the first rule's Δ
                 )
             )
+        if options.bootstrap > 0:
+            _add_map_evidence(evidence[0], pool, names, k, options, cka, features, has_att)
     # row metric name -> (rule index, evidence statistic); rule-independent ones come from the first rule
-    ci_of: dict[str, tuple[int, str]] = {}
+    ci_of: dict[str, tuple[int, str]] = {"attribution_diversity": (0, "attribution_diversity")}
     for r_i, rule in enumerate(rules):
         suffix = "" if rule is Consensus.AVERAGE else f":{rule.value}"
         for stat in (*BOOTSTRAP_METRICS, "ensemble_top5"):
@@ -277,7 +337,15 @@ def score_dataset(
                 if metric in improvement_keys:
                     r["p_value"] = float(evidence[improvement_keys[metric]].p_value[j])
         if cka is not None and "penultimate" in cka:
-            row("cka_mean", mt.pair_mean(cka["penultimate"], idx), ens=ens)
+            r = row("cka_mean", mt.pair_mean(cka["penultimate"], idx), ens=ens)
+            if "cka_mean" in evidence[0].low:
+                _with_ci(
+                    r,
+                    evidence[0].low["cka_mean"][j],
+                    evidence[0].high["cka_mean"][j],
+                    evidence[0].method["cka_mean"],
+                    level,
+                )
     rule0 = rules[0]
     target = "improvement" if rule0 is Consensus.AVERAGE else f"improvement:{rule0.value}"
     with warnings.catch_warnings():

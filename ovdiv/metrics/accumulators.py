@@ -303,6 +303,13 @@ class AttributionDiversity:
     "hash_ahash": (M, M), ...}`` (hash entries only when ``hashes=True``; they need maps
     ``(M, B, 3, H, W)`` or ``(M, B, H, W)`` with H, W >= 8).
 
+    It also keeps, per sample, the ``M(M−1)/2`` pairwise ``mean_pixels (a_i − a_k)²`` values
+    (:attr:`sample_ssd`, ``(n, P)`` float64, pairs in ``numpy.triu_indices(M, 1)`` order; 91 values a
+    sample for 14 members) — what the paired bootstrap of D_att over images resamples
+    (:func:`ovdiv.metrics.evidence.attribution_bootstrap`). ``merge`` appends the other's samples after
+    this one's (merge shards in sample order). ``sample_ssd`` is None when a merged or loaded state
+    lacks them (written by an older version): D_att then has no interval.
+
     Args:
         num_members: M.
         norm: ``max`` / ``sum`` / ``none`` normalisation of ``|a|``.
@@ -322,6 +329,28 @@ class AttributionDiversity:
         self.rmse = np.zeros((m, m), dtype=np.float64)
         self.hamming = np.zeros((len(HASH_METHODS), m, m), dtype=np.float64)
         self.n = 0
+        self._samples: list[npt.NDArray[np.float64]] | None = []
+
+    @property
+    def sample_ssd(self) -> npt.NDArray[np.float64] | None:
+        """``(n, M(M−1)/2)`` per-sample pairwise mean squared differences (None: not kept for all samples)."""
+        if self._samples is None:
+            return None
+        if len(self._samples) != 1:
+            p = self.num_members * (self.num_members - 1) // 2
+            self._samples = [np.concatenate(self._samples) if self._samples else np.zeros((0, p))]
+        return self._samples[0]
+
+    @sample_ssd.setter
+    def sample_ssd(self, value: npt.ArrayLike | None) -> None:
+        p = self.num_members * (self.num_members - 1) // 2
+        if value is None:
+            self._samples = None
+            return
+        a = np.asarray(value, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != p:
+            raise _fail("sample_ssd", f"an (n, {p}) array", f"shape {a.shape}")
+        self._samples = [a]
 
     def update(self, maps: npt.ArrayLike) -> None:
         """Add one batch of maps ``(M, B, ...)``."""
@@ -332,9 +361,11 @@ class AttributionDiversity:
 
     def _update_checked(self, a: npt.NDArray[np.floating]) -> None:
         norm = _normalize(a, self.norm)
-        ssd, rmse = _ssd_update(norm.reshape(norm.shape[0], norm.shape[1], -1))
+        ssd, rmse, per_sample = _ssd_update(norm.reshape(norm.shape[0], norm.shape[1], -1))
         self.ssd += ssd
         self.rmse += rmse
+        if self._samples is not None:
+            self._samples.append(per_sample)
         if self.hashes:
             if a.ndim not in (4, 5) or a.shape[-1] < 8 or a.shape[-2] < 8:
                 raise _fail("maps", "(M, B, 3, H, W) or (M, B, H, W) with H, W >= 8 for hashes", f"shape {a.shape}")
@@ -354,6 +385,12 @@ class AttributionDiversity:
         self.ssd += other.ssd
         self.rmse += other.rmse
         self.hamming += other.hamming
+        if self._samples is not None:
+            theirs = other.sample_ssd
+            if theirs is None or (other.n and theirs.shape[0] != other.n):
+                self._samples = None
+            else:
+                self._samples.append(theirs)
         self.n += other.n
 
     def compute(self) -> dict[str, Any]:

@@ -96,21 +96,27 @@ def to_uint8_image(saliency: npt.ArrayLike) -> npt.NDArray[np.uint8]:
     return out
 
 
-def _ssd_update(a: F64) -> tuple[F64, F64]:
+def _ssd_update(a: F64) -> tuple[F64, F64, F64]:
     """Pairwise ``(M, M)`` batch sums of mean squared differences and of RMSEs of maps ``(M, B, P)``.
 
+    Also returns the per-sample values ``(B, M(M−1)/2)`` of ``mean_pixels (a_i − a_k)²`` (pairs ``i < k`` in
+    ``numpy.triu_indices(M, 1)`` order) that the paired bootstrap of D_att resamples.
     Direct differences are used (not Gram matrices), so identical maps give exactly 0.
     """
     m = a.shape[0]
     ssd = np.zeros((m, m), dtype=np.float64)
     rmse = np.zeros((m, m), dtype=np.float64)
+    per_sample = np.zeros((a.shape[1], m * (m - 1) // 2), dtype=np.float64)
+    p = 0
     for i in range(m):
         for k in range(i + 1, m):
             d = a[i] - a[k]
             msd = np.einsum("bp,bp->b", d, d) / a.shape[2]
+            per_sample[:, p] = msd
+            p += 1
             ssd[i, k] = ssd[k, i] = msd.sum()
             rmse[i, k] = rmse[k, i] = np.sqrt(msd).sum()
-    return ssd, rmse
+    return ssd, rmse, per_sample
 
 
 def _flat(maps: npt.NDArray[np.floating], norm: AttributionNorm) -> F64:

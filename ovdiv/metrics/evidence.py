@@ -23,11 +23,12 @@ for all S subsets at once:
     tables of every member pair) and ``pdr`` (from resampled different-prediction counts), averaged over
     the subset's pairs like :func:`~ovdiv.metrics.score_subsets` (undefined pairs skipped).
 
+  D_att and ``cka_mean`` have their own paired bootstraps on the images they are computed on
+  (:func:`attribution_bootstrap` from the per-sample pairwise SSD the attribution accumulator keeps,
+  :func:`cka_bootstrap` from the kept features by a weighted-Gram formula), with the same seed and B.
   Not bootstrapped, for want of per-sample data (the pool reduces them to sums and drops the rest):
-  ``attribution_diversity`` (D_att), ``attribution_rmse``, ``hash_*`` (per-sample map statistics are not
-  kept), ``cka_mean`` (kernel HSIC is not a per-sample mean, and a bootstrap resample's duplicated images
-  bias it), ``kl_divergence``, ``ensemble_nll``, ``ensemble_ece``, ``shannon_equitability_*``. They get no
-  interval (never an invented one).
+  ``attribution_rmse``, ``hash_*``, ``kl_divergence``, ``ensemble_nll``, ``ensemble_ece``,
+  ``shannon_equitability_*``. They get no interval (never an invented one).
 
 Every bootstrapped statistic is a function of weighted sums of per-sample 0/1 values
 ``X = [E (S), C (M), both-correct (P), different-prediction (P)]`` (P = M(M−1)/2 member pairs), so all
@@ -45,6 +46,7 @@ honest choice: the subsets share members and are not independent draws, while th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +69,18 @@ from ovdiv.metrics.intervals import (
 from ovdiv.metrics.pool import PoolStats, _all_subsets, _rule
 from ovdiv.types import Consensus
 
-__all__ = ["BOOTSTRAP_METRICS", "SubsetEvidence", "subset_bootstrap", "subset_evidence", "correlation_evidence"]
+__all__ = [
+    "BOOTSTRAP_METRICS",
+    "SubsetEvidence",
+    "subset_bootstrap",
+    "subset_evidence",
+    "attribution_bootstrap",
+    "weighted_linear_cka",
+    "cka_bootstrap",
+    "correlation_evidence",
+]
+
+log = logging.getLogger("ovdiv.metrics")
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -106,6 +119,7 @@ class SubsetEvidence:
         level: Confidence level.
         n_resamples: B (0: no bootstrap).
         seed: Resampling seed.
+        n: Number of images resampled (N; the first ``n`` images of the dataset).
     """
 
     subsets: I64
@@ -120,6 +134,23 @@ class SubsetEvidence:
     level: float = 0.95
     n_resamples: int = 0
     seed: int = 0
+    n: int = 0
+
+    def add(self, other: SubsetEvidence) -> None:
+        """Take the statistics of ``other`` (same subsets).
+
+        Its bootstrap distributions are kept only when both resampled the same images (same ``n``, seed and
+        B): only then is resample ``b`` the same image multiset for every statistic, which the correlation
+        study pairs across statistics.
+        """
+        if other.subsets.shape != self.subsets.shape or not np.array_equal(other.subsets, self.subsets):
+            raise _fail("other", "evidence of the same subsets", f"subsets {other.subsets.shape}")
+        same = (other.n, other.seed, other.n_resamples) == (self.n, self.seed, self.n_resamples)
+        for d_self, d_other in ((self.estimate, other.estimate), (self.low, other.low), (self.high, other.high)):
+            d_self.update(d_other)
+        self.method.update(other.method)
+        if same:
+            self.boot.update(other.boot)
 
 
 def _pairs(m: int) -> tuple[I64, I64, I64]:
@@ -252,7 +283,7 @@ def subset_bootstrap(
     est = {k: v[:, 0] for k, v in _statistics(*split(totals[:, None]), float(n), sub, pi, pj, sub_pairs).items()}
     if member_preds is None:
         est["pdr"] = np.full(s_count, np.nan)
-    out = SubsetEvidence(sub, estimate=est, level=float(level), n_resamples=int(n_resamples), seed=int(seed))
+    out = SubsetEvidence(sub, estimate=est, level=float(level), n_resamples=int(n_resamples), seed=int(seed), n=n)
 
     # McNemar: ensemble vs its best member (argmax of top-1 in the subset, lowest index on ties).
     best = sub[np.arange(s_count), np.argmax(totals[rows[1] : rows[2]][sub], axis=1)]
@@ -344,6 +375,256 @@ def subset_evidence(
         ev.low[name], ev.high[name], ev.method[name] = lo, hi, binomial
         ev.estimate[name] = counts / n
     return ev
+
+
+def _subset_pair_ids(num_members: int, subsets: I64) -> I64:
+    """``(S, k(k−1)/2)`` ids (``numpy.triu_indices(M, 1)`` order) of each subset's member pairs."""
+    _, _, pid = _pairs(num_members)
+    a, b = np.triu_indices(subsets.shape[1], 1)
+    return pid[subsets[:, a], subsets[:, b]] if a.size else np.zeros((subsets.shape[0], 0), dtype=np.int64)
+
+
+def _check_subsets(subsets: npt.ArrayLike, num_members: int) -> I64:
+    sub = np.asarray(subsets, dtype=np.int64)
+    if sub.ndim != 2 or (sub.size and (sub.min() < 0 or sub.max() >= num_members)):
+        raise _fail("subsets", f"(S, k) member indices in [0, {num_members})", f"shape {sub.shape}")
+    return sub
+
+
+def attribution_bootstrap(
+    sample_ssd: npt.ArrayLike,
+    subsets: npt.ArrayLike,
+    num_members: int,
+    *,
+    n_resamples: int = 2000,
+    level: float = 0.95,
+    method: str = "percentile",
+    seed: int = 0,
+    keep_boot: bool = True,
+) -> SubsetEvidence:
+    """Paired bootstrap over images of the attribution diversity D_att of every subset at once.
+
+    ``D_att(S) = Σ_{i<k ∈ S} Σ_n d_n[i, k] / (|S|² N)`` with ``d_n[i, k] = mean_pixels (a_i − a_k)²`` of
+    sample n (``= mean_n mean_pixels Var_{i∈S} a_i``, :func:`~ovdiv.metrics.attribution_diversity`). On a
+    resample with multinomial counts ``w`` the image sums become ``d @ w``: all resamples of all subsets are
+    ONE matrix product ``dᵀ (P, N) @ Wᵀ (N, B)`` (float64) followed by a sum over each subset's pairs.
+    BCa's jackknife is closed-form (leave-one-out sums ``total − d_i``).
+
+    Attribution runs on the first ``attribution_samples`` images of a dataset (N here), so the resamples
+    are ``bootstrap_weights(N, B, seed)``: the same resampled images as the accuracy and diversity statistics
+    of :func:`subset_bootstrap` when N is the dataset size (same seed and B), a different draw otherwise
+    (then :meth:`SubsetEvidence.add` does not pair them in the correlation study).
+
+    Args:
+        sample_ssd: ``(N, M(M−1)/2)`` per-sample pairwise values
+            (:attr:`~ovdiv.metrics.AttributionDiversity.sample_ssd`, pairs in ``triu_indices(M, 1)`` order).
+        subsets: ``(S, k)`` member indices.
+        num_members: M.
+        n_resamples: B (0: estimates only).
+        level: Confidence level.
+        method: ``percentile`` or ``bca``.
+        seed: Resampling seed.
+        keep_boot: Keep the ``(S, B)`` distribution.
+
+    Returns:
+        A :class:`SubsetEvidence` with the statistic ``attribution_diversity``.
+    """
+    m = int(num_members)
+    d = _check_float_2d(sample_ssd, "sample_ssd", m * (m - 1) // 2)
+    sub = _check_subsets(subsets, m)
+    if method not in BOOTSTRAP_METHODS:
+        raise _fail("method", f"one of {list(BOOTSTRAP_METHODS)}", repr(method))
+    n = d.shape[0]
+    if n < 1:
+        raise _fail("sample_ssd", "values of at least one sample", f"shape {d.shape}")
+    sp = _subset_pair_ids(m, sub)
+    scale = float(sub.shape[1] ** 2)
+    x = d.T  # (P, N)
+    totals = x.sum(axis=1)
+    est = totals[sp].sum(axis=1) / (scale * n)
+    out = SubsetEvidence(sub, level=float(level), n_resamples=max(int(n_resamples), 0), seed=int(seed), n=n)
+    out.estimate["attribution_diversity"] = est
+    if n_resamples <= 0:
+        return out
+    w = bootstrap_weights(n, n_resamples, seed)
+    sums = np.zeros((x.shape[0], w.shape[0]))
+    for lo in range(0, n, _JACK_CHUNK):  # float64 product in image blocks (W stays float32 in memory)
+        sums += x[:, lo : lo + _JACK_CHUNK] @ w[:, lo : lo + _JACK_CHUNK].T.astype(np.float64)
+    del w
+    boot = sums[sp].sum(axis=1) / (scale * n)  # (S, B); every resample has N draws
+    accel = None
+    if method == "bca":
+        s1, s2, s3 = np.zeros(len(sub)), np.zeros(len(sub)), np.zeros(len(sub))
+        for lo in range(0, n, _JACK_CHUNK):
+            per = x[:, lo : lo + _JACK_CHUNK][sp].sum(axis=1)  # (S, block) per-sample subset sums
+            u = (totals[sp].sum(axis=1)[:, None] - per) / (scale * max(n - 1, 1)) - est[:, None]
+            s1 += u.sum(axis=1)
+            s2 += (u * u).sum(axis=1)
+            s3 += (u * u * u).sum(axis=1)
+        accel = acceleration_from_moments(n, s1, s2, s3)
+    lo_, hi_ = bootstrap_interval(boot, level, method, estimate=est, acceleration=accel)
+    out.low["attribution_diversity"], out.high["attribution_diversity"] = lo_, hi_
+    out.method["attribution_diversity"] = CI_METHOD_NAMES[method]
+    if keep_boot:
+        out.boot["attribution_diversity"] = boot
+    return out
+
+
+def _check_float_2d(values: npt.ArrayLike, name: str, cols: int | None = None) -> F64:
+    a = np.asarray(values, dtype=np.float64)
+    if a.ndim != 2 or (cols is not None and a.shape[1] != cols) or not np.isfinite(a).all():
+        want = f"(N, {cols})" if cols is not None else "(N, D)"
+        raise _fail(name, f"a finite {want} array", f"shape {a.shape}")
+    return a
+
+
+def _rows(features: npt.ArrayLike) -> F64:
+    """Features ``(n, ...)`` flattened per sample to ``(n, D)`` float64."""
+    a = np.asarray(features, dtype=np.float64)
+    return a.reshape(a.shape[0], -1) if a.ndim >= 1 else a
+
+
+def _weighted_terms(gram: F64, w: F64, s: F64) -> tuple[F64, F64]:
+    """``R = W K / s`` ``(B, n)`` and ``c = Σ_a w_a R_a / s`` ``(B,)`` of one Gram matrix under weights ``W (B, n)``."""
+    r = (w @ gram) / s[:, None]
+    return r, (w * r).sum(axis=1) / s
+
+
+def _weighted_hsic(gk: F64, gl: F64, w: F64, s: F64, rk: F64, ck: F64, rl: F64, cl: F64) -> F64:
+    """``Σ_ab w_a w_b K̃_ab L̃_ab`` per weight row, ``K̃`` centred with the weighted mean (see :func:`cka_bootstrap`)."""
+    t1 = ((w @ (gk * gl)) * w).sum(axis=1)
+    out: F64 = t1 - 2.0 * s * (w * rk * rl).sum(axis=1) + s * s * ck * cl
+    return out
+
+
+def weighted_linear_cka(features: Sequence[npt.ArrayLike], weights: npt.ArrayLike) -> F64:
+    """Pairwise linear CKA ``(X, M, M)`` of M members' features, each row weighted by ``weights (X, n)``.
+
+    With integer weights (bootstrap counts) this is :func:`~ovdiv.metrics.linear_cka` of the features with
+    row ``a`` repeated ``w_a`` times, computed without materialising them (Gram form, see
+    :func:`cka_bootstrap`); with all-ones weights it is the plain linear CKA. NaN where undefined.
+
+    Args:
+        features: M arrays ``(n, D_i)`` of the same n samples.
+        weights: ``(X, n)`` non-negative weights (rows with a positive sum).
+    """
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    feats = [_check_float_2d(_rows(f), f"features[{i}]") for i, f in enumerate(features)]
+    n = feats[0].shape[0]
+    if any(f.shape[0] != n for f in feats) or w.ndim != 2 or w.shape[1] != n or (w.sum(axis=1) <= 0).any():
+        raise _fail("features/weights", f"M feature arrays of the same n={n} samples and (X, n) weights", "mismatch")
+    grams = [(f - f.mean(axis=0)) @ (f - f.mean(axis=0)).T for f in feats]  # shift-invariant; centring tames rounding
+    s = w.sum(axis=1)
+    terms = [_weighted_terms(g, w, s) for g in grams]
+    m = len(grams)
+    h = np.zeros((w.shape[0], m, m))
+    for i in range(m):
+        for k in range(i, m):
+            h[:, i, k] = h[:, k, i] = _weighted_hsic(grams[i], grams[k], w, s, *terms[i], *terms[k])
+    diag = np.clip(np.einsum("xii->xi", h), 0.0, None)
+    den = np.sqrt(diag[:, :, None] * diag[:, None, :])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out: F64 = np.where(den > 0, h / np.where(den > 0, den, 1.0), np.nan)
+    return out
+
+
+_CKA_BLOCK = 128  # resamples per block of the CKA bootstrap (memory O(M · block · n))
+
+
+def cka_bootstrap(
+    features: Sequence[npt.ArrayLike],
+    subsets: npt.ArrayLike,
+    *,
+    n_resamples: int = 2000,
+    level: float = 0.95,
+    method: str = "percentile",
+    seed: int = 0,
+    keep_boot: bool = True,
+) -> SubsetEvidence:
+    """Paired bootstrap over images of ``cka_mean`` (mean pairwise linear CKA) of every subset.
+
+    On a resample with counts ``w`` (``bootstrap_weights(n, B, seed)``: the n CKA images are the first
+    ``cka_samples`` of the dataset; same images as the other statistics when n is the dataset size), the
+    linear CKA of the resampled rows is, with Gram matrices ``K = X Xᵀ`` of the features and the resample's
+    weighted mean ``μ = Xᵀw / s`` (``s = Σ w``)::
+
+        HSIC_w(K, L) = Σ_ab w_a w_b K̃_ab L̃_ab = wᵀ(K∘L)w − 2 s Σ_a w_a r_a q_a + s² c d
+
+    where ``K̃ = (X − μ)(X − μ)ᵀ``, ``r = K w / s``, ``c = wᵀ r / s`` (``q``, ``d`` the same for L), and
+    ``CKA_w = HSIC_w(K, L) / sqrt(HSIC_w(K, K) HSIC_w(L, L))``. Every term is a product of the ``(B, n)``
+    weight matrix with an ``(n, n)`` matrix — no resampled feature matrix is built. Cost O(M² B n²) time
+    and O(M n² + M · 128 · n) memory (fine for the default 256 CKA images; the engine skips it when the
+    Gram matrices would not fit). BCa's jackknife uses the same formula with leave-one-out weights
+    ``1 − e_i`` (n more weight rows).
+
+    Linear CKA is a ratio of V-statistics, biased upward by O(1/n) for weakly related features, and a
+    resample's duplicated images add to that bias: on few images the whole bootstrap distribution can sit
+    above the estimate. A subset whose estimate lies outside its interval gets NaN bounds (no interval,
+    logged) rather than an interval that does not contain the reported value.
+
+    Args:
+        features: M arrays ``(n, D_i)`` (e.g. penultimate features) of the same n images.
+        subsets: ``(S, k)`` member indices.
+        n_resamples: B (0: estimates only).
+        level: Confidence level.
+        method: ``percentile`` or ``bca``.
+        seed: Resampling seed.
+        keep_boot: Keep the ``(S, B)`` distribution.
+
+    Returns:
+        A :class:`SubsetEvidence` with the statistic ``cka_mean`` (mean over the subset's pairs, NaN pairs
+        skipped, like :func:`~ovdiv.metrics.pair_mean`).
+    """
+    m = len(features)
+    sub = _check_subsets(subsets, m)
+    if method not in BOOTSTRAP_METHODS:
+        raise _fail("method", f"one of {list(BOOTSTRAP_METHODS)}", repr(method))
+    feats = [_check_float_2d(_rows(f), f"features[{i}]") for i, f in enumerate(features)]
+    n = feats[0].shape[0]
+    if n < 2 or any(f.shape[0] != n for f in feats):
+        raise _fail("features", "M arrays (n, D) of the same n >= 2 images", f"{[f.shape for f in feats]}")
+    sp = _subset_pair_ids(m, sub)
+    pi, pj, _ = _pairs(m)
+
+    def subset_values(weights: F64) -> F64:  # (X, n) -> (S, X)
+        mats = weighted_linear_cka(feats, weights)
+        return _pair_mean(mats[:, pi, pj].T, sp)
+
+    est = subset_values(np.ones((1, n)))[:, 0]
+    out = SubsetEvidence(sub, level=float(level), n_resamples=max(int(n_resamples), 0), seed=int(seed), n=n)
+    out.estimate["cka_mean"] = est
+    if n_resamples <= 0:
+        return out
+    w = bootstrap_weights(n, n_resamples, seed)
+    boot = np.concatenate(
+        [subset_values(w[lo : lo + _CKA_BLOCK].astype(np.float64)) for lo in range(0, w.shape[0], _CKA_BLOCK)], axis=1
+    )
+    accel = None
+    if method == "bca":
+        jack = np.concatenate(
+            [
+                subset_values(np.ones((min(_CKA_BLOCK, n - lo), n)) - np.eye(n)[lo : lo + _CKA_BLOCK])
+                for lo in range(0, n, _CKA_BLOCK)
+            ],
+            axis=1,
+        )
+        u = jack - est[:, None]
+        accel = acceleration_from_moments(n, u.sum(axis=1), (u * u).sum(axis=1), (u * u * u).sum(axis=1))
+    lo_, hi_ = bootstrap_interval(boot, level, method, estimate=est, acceleration=accel)
+    outside = ~((lo_ <= est) & (est <= hi_))
+    if outside.any():  # resampling bias (duplicated images inflate CKA) exceeds the spread: no interval
+        log.warning(
+            "cka_mean: the estimate lies outside the bootstrap interval for %d of %d subsets (CKA on %d images "
+            "is biased by resampling); those subsets get no interval — use more --cka-samples",
+            int(outside.sum()),
+            outside.size,
+            n,
+        )
+        lo_, hi_ = np.where(outside, np.nan, lo_), np.where(outside, np.nan, hi_)
+    out.low["cka_mean"], out.high["cka_mean"], out.method["cka_mean"] = lo_, hi_, CI_METHOD_NAMES[method]
+    if keep_boot:
+        out.boot["cka_mean"] = boot
+    return out
 
 
 def _column_pearson(x: F64, y: F64) -> F64:

@@ -386,6 +386,7 @@ class PoolStats:
             "attr_rmse": self.attribution.rmse,
             "attr_hamming": self.attribution.hamming,
             "attr_n": np.array(self.attribution.n),
+            **({} if self.attribution.sample_ssd is None else {"attr_sample_ssd": self.attribution.sample_ssd}),
             "hsic": self.hsic,
         }
         if self.keep_logits:
@@ -435,6 +436,8 @@ class PoolStats:
         pool.attribution.rmse = arrays["attr_rmse"].astype(np.float64)
         pool.attribution.hamming = arrays["attr_hamming"].astype(np.float64)
         pool.attribution.n = int(arrays["attr_n"])
+        if "attr_sample_ssd" in arrays or pool.attribution.n:  # a file without them: D_att gets no interval
+            pool.attribution.sample_ssd = arrays.get("attr_sample_ssd")
         j = 0
         while f"subset{j}_key" in arrays:
             k_str, rule = str(arrays[f"subset{j}_key"]).split(":")

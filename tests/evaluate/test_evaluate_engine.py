@@ -148,11 +148,14 @@ def test_second_run_served_from_cache(tiny_pool, data, tmp_path, monkeypatch):
         (("ensemble_top1", None), "clopper-pearson"),
         (("improvement", None), "bootstrap-percentile"),
         (("disagreement", None), "bootstrap-percentile"),
+        (("attribution_diversity", None), "bootstrap-percentile"),
     ):
         r = by_metric[key]
         assert r["ci_method"] == method and r["ci_level"] == 0.95, key
         assert r["ci_low"] <= r["value"] <= r["ci_high"], key
     assert 0 <= by_metric[("improvement", None)]["p_value"] <= 1
+    cka_row = by_metric[("cka_mean", None)]  # an interval only where it contains the estimate (see cka_bootstrap)
+    assert "ci_low" not in cka_row or cka_row["ci_low"] <= cka_row["value"] <= cka_row["ci_high"]
     assert "ci_low" not in by_metric[("ensemble_nll", None)] and "p_value" not in by_metric[("top1", "m0")]
     assert [r.get("ci_low") for r in loaded.rows] == [r.get("ci_low") for r in second.rows]
     csv_lines = (tmp_path / "out2" / "results.csv").read_text().splitlines()
