@@ -32,12 +32,14 @@ Each rule selects result rows ``{ensemble, member, dataset, metric, value}``:
   top-1 on lines1.6 ≥ best member + 0.5 pt at 95 %" is ``{"metric": "ensemble_top1", "min": 0.005,
   "relative_to": {"member": "best", "metric": "top1"}, "bound": "lower"}``. For a relative rule the
   bound is that of the *paired* interval of the difference: ``ensemble_top1 − best member top1`` is the
-  ``improvement`` row and ``− mean member top1`` the ``improvement_vs_mean`` row (same consensus
-  suffix); other differences have no stored paired interval and raise :class:`PolicyError`. A row
+  ``improvement`` row, ``− mean member top1`` the ``improvement_vs_mean`` row and ``− top1 of member
+  NAME`` the ``improvement_vs_member`` row of that member (same consensus suffix);
+  other differences have no stored paired interval and raise :class:`PolicyError`. A row
   without the interval (``--bootstrap 0``, an ``ovdiv-results/1`` file) fails the rule with a note.
 * ``test`` — ``"mcnemar"`` with ``alpha`` (default 0.05): the row's exact one-sided McNemar p-value of
   "the ensemble beats its best member" must be below ``alpha`` (rules on ``improvement``, or on
-  ``ensemble_top1`` relative to the best member's ``top1``).
+  ``ensemble_top1`` relative to the best member's ``top1``); relative to a named member's ``top1`` (or on
+  ``improvement_vs_member``) it is the test of "the ensemble beats that member".
 
 Each check records the estimate, the interval, the p-value, ``passed_on_estimate`` (what the rule says
 on the point estimate) and ``passed``; a note says when a rule passes on the estimate but not on the
@@ -352,8 +354,9 @@ def _suffix(metric: str) -> str:
 def _mcnemar_applies(metric: str, ref: Mapping[str, str] | None) -> bool:
     base = metric.split(":")[0]
     if ref is None:
-        return base == "improvement"
-    return base == "ensemble_top1" and ref.get("member") == "best" and ref.get("metric", "top1") == "top1"
+        return base in ("improvement", "improvement_vs_member")
+    member = ref.get("member")
+    return base == "ensemble_top1" and member not in (None, "mean", "worst") and ref.get("metric", "top1") == "top1"
 
 
 def _difference_row(rule: Rule, row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -364,11 +367,15 @@ def _difference_row(rule: Rule, row: dict[str, Any], rows: list[dict[str, Any]])
     base = rule.metric.split(":")[0]
     if row["ensemble"] is None or base != "ensemble_top1" or "member" not in ref:
         return None
-    if _baseline_metric(rule, ref) != "top1" or ref["member"] not in ("best", "mean"):
+    if _baseline_metric(rule, ref) != "top1" or ref["member"] == "worst":
         return None
-    name = ("improvement" if ref["member"] == "best" else "improvement_vs_mean") + _suffix(rule.metric)
+    who = ref["member"]
+    if who in ("best", "mean"):
+        name, member = ("improvement" if who == "best" else "improvement_vs_mean") + _suffix(rule.metric), None
+    else:
+        name, member = "improvement_vs_member" + _suffix(rule.metric), who
     for r in rows:
-        if (r["metric"], r["dataset"], r["ensemble"], r["member"]) == (name, row["dataset"], row["ensemble"], None):
+        if (r["metric"], r["dataset"], r["ensemble"], r["member"]) == (name, row["dataset"], row["ensemble"], member):
             return r
     return None
 
@@ -512,7 +519,8 @@ def _check_evidence(rule: Rule, row: dict[str, Any], rows: list[dict[str, Any]],
         raise PolicyError(
             f"rule {rule.id!r}: the results lack intervals for the difference {rule.metric} − {who} "
             f"{_baseline_metric(rule, ref)} on {row['dataset']}",
-            "ovdiv stores paired intervals of ensemble_top1 − best/mean member top1 (the improvement rows); "
+            "ovdiv stores paired intervals of ensemble_top1 − best/mean member top1 (the improvement rows) and "
+            "− each member's top1 (improvement_vs_member rows); "
             'write the rule on "improvement" or drop "bound"/"test"',
         )
     check.ci_low, check.ci_high, check.ci_level = src.get("ci_low"), src.get("ci_high"), src.get("ci_level")

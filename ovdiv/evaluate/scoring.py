@@ -25,7 +25,13 @@ bootstrap on (``bootstrap > 0``) ``improvement``, ``improvement_vs_mean``, ``mea
 ``max_member_top1``, ``disagreement``, ``q_statistic``, ``correlation``, ``double_fault`` and ``pdr`` rows
 get a paired-bootstrap interval (``bootstrap-percentile`` / ``bootstrap-bca``); ``improvement`` rows get
 ``p_value``, the exact one-sided McNemar p-value of "the ensemble beats its best member" (bootstrap or
-not). Other rows have no interval keys (no per-sample data is kept for them).
+not). ``attribution_diversity`` and ``cka_mean`` rows get paired-bootstrap intervals over the images
+they are computed on (:func:`_add_map_evidence`). Every scored ensemble (``--ensemble`` or each subset,
+so a subset's rows equal those of a direct run of it) also has, per member and consensus rule, an
+``improvement_vs_member`` row (``ensemble`` and ``member`` both set):
+Acc_ens − Acc_member with its paired-bootstrap interval and the one-sided exact McNemar ``p_value`` of
+"the ensemble beats this member" (what a policy ``relative_to: {"member": NAME}`` with a bound uses).
+Other rows have no interval keys (no per-sample data is kept for them).
 """
 
 from __future__ import annotations
@@ -336,6 +342,17 @@ def score_dataset(
                         _with_ci(r, ev.low[stat][j], ev.high[stat][j], ev.method[stat], level)
                 if metric in improvement_keys:
                     r["p_value"] = float(evidence[improvement_keys[metric]].p_value[j])
+        # Acc_ens − Acc_member of each member, with paired evidence (same rows as a direct run of the subset)
+        for r_i, rule in enumerate(rules):
+            ev = evidence[r_i]
+            suffix = "" if rule is Consensus.AVERAGE else f":{rule.value}"
+            for pos, member in enumerate(idx):
+                r = row(f"improvement_vs_member{suffix}", ev.estimate["improvement_vs_member"][j, pos], ens=ens)
+                r["member"] = names[member]
+                if "improvement_vs_member" in ev.low:
+                    lo_, hi_ = ev.low["improvement_vs_member"][j, pos], ev.high["improvement_vs_member"][j, pos]
+                    _with_ci(r, lo_, hi_, ev.method["improvement_vs_member"], level)
+                r["p_value"] = float(ev.member_p_value[j, pos])
         if cka is not None and "penultimate" in cka:
             r = row("cka_mean", mt.pair_mean(cka["penultimate"], idx), ens=ens)
             if "cka_mean" in evidence[0].low:

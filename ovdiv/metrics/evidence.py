@@ -18,7 +18,8 @@ for all S subsets at once:
     data-dependent choice as known and be anti-conservative when members are close. (Δ is a
     non-smooth functional when two members tie; its bootstrap distribution is then skewed toward
     smaller Δ, so the interval is conservative for the lower bound.);
-  - ``improvement_vs_mean``, ``mean_member_top1``, ``max_member_top1``;
+  - ``improvement_vs_mean``, ``mean_member_top1``, ``max_member_top1``, and ``improvement_vs_member``
+    (``(S, k)``: Acc_ens − Acc_member for each member of the subset, with its McNemar p-value);
   - ``disagreement``, ``q_statistic``, ``correlation``, ``double_fault`` (from resampled 2x2 correctness
     tables of every member pair) and ``pdr`` (from resampled different-prediction counts), averaged over
     the subset's pairs like :func:`~ovdiv.metrics.score_subsets` (undefined pairs skipped).
@@ -114,6 +115,9 @@ class SubsetEvidence:
         method: Statistic name -> ``ci_method`` (``clopper-pearson``, ``wilson``, ``bootstrap-...``).
         boot: Statistic name -> ``(S, B)`` bootstrap distribution (bootstrapped statistics, if kept).
         p_value: One-sided exact McNemar p-value of "ensemble top-1 > best member top-1".
+        member_p_value: ``(S, k)`` one-sided exact McNemar p-value of "ensemble top-1 > top-1 of member
+            ``subsets[s, j]``" (the test of the ``improvement_vs_member`` statistic, whose arrays are
+            ``(S, k)`` too: Acc_ens − Acc of each member, bootstrapped like Δ).
         best_member: Index of the best member of each subset.
         discordant: ``(S, 2)``: images the ensemble gets right and its best member wrong, and the reverse.
         level: Confidence level.
@@ -131,6 +135,7 @@ class SubsetEvidence:
     p_value: F64 = field(default_factory=lambda: np.zeros(0))
     best_member: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     discordant: F64 = field(default_factory=lambda: np.zeros((0, 2)))
+    member_p_value: F64 = field(default_factory=lambda: np.zeros((0, 0)))
     level: float = 0.95
     n_resamples: int = 0
     seed: int = 0
@@ -212,6 +217,7 @@ def _statistics(
         "improvement_vs_mean": acc_e - sub.mean(axis=1),
         "mean_member_top1": sub.mean(axis=1),
         "max_member_top1": sub.max(axis=1),
+        "improvement_vs_member": acc_e[:, None] - sub,  # (S, k, X): Acc_ens − Acc of each subset member
     }
     n11 = both
     n10 = mem[pair_i] - n11
@@ -280,7 +286,7 @@ def subset_bootstrap(
     def split(sums: F64) -> tuple[F64, F64, F64, F64]:
         return tuple(sums[rows[t] : rows[t + 1]] for t in range(4))  # type: ignore[return-value]
 
-    est = {k: v[:, 0] for k, v in _statistics(*split(totals[:, None]), float(n), sub, pi, pj, sub_pairs).items()}
+    est = {k: v[..., 0] for k, v in _statistics(*split(totals[:, None]), float(n), sub, pi, pj, sub_pairs).items()}
     if member_preds is None:
         est["pdr"] = np.full(s_count, np.nan)
     out = SubsetEvidence(sub, estimate=est, level=float(level), n_resamples=int(n_resamples), seed=int(seed), n=n)
@@ -293,6 +299,17 @@ def subset_bootstrap(
     out.best_member = best
     out.discordant = np.stack([disc_b, disc_c], axis=1)
     out.p_value = mcnemar_from_counts(disc_b, disc_c, "greater")
+    # McNemar of the ensemble vs each of its members (column j of subsets)
+    both_em = np.stack(
+        [
+            np.einsum("sn,sn->s", x[: rows[1]], x[rows[1] : rows[2]][sub[:, j]], dtype=np.float64)
+            for j in range(sub.shape[1])
+        ],
+        axis=1,
+    )
+    out.member_p_value = mcnemar_from_counts(
+        totals[: rows[1], None] - both_em, totals[rows[1] : rows[2]][sub] - both_em, "greater"
+    )
     if n_resamples <= 0:
         return out
 
@@ -307,14 +324,15 @@ def subset_bootstrap(
         for lo in range(0, n, _JACK_CHUNK):
             loo = totals[:, None] - x[:, lo : lo + _JACK_CHUNK].astype(np.float64)
             for k, v in _statistics(*split(loo), float(n - 1), sub, pi, pj, sub_pairs).items():
-                u = v - est[k][:, None]
-                acc = moments.setdefault(k, [np.zeros(s_count), np.zeros(s_count), np.zeros(s_count)])
-                acc[0] += u.sum(axis=1)
-                acc[1] += (u * u).sum(axis=1)
-                acc[2] += (u * u * u).sum(axis=1)
+                u = v - est[k][..., None]
+                zero = np.zeros(u.shape[:-1])
+                acc = moments.setdefault(k, [zero, zero.copy(), zero.copy()])
+                acc[0] += u.sum(axis=-1)
+                acc[1] += (u * u).sum(axis=-1)
+                acc[2] += (u * u * u).sum(axis=-1)
         accel = {k: acceleration_from_moments(n, *v) for k, v in moments.items()}
     name = CI_METHOD_NAMES[method]
-    for k in BOOTSTRAP_METRICS:
+    for k in (*BOOTSTRAP_METRICS, "improvement_vs_member"):
         if k == "pdr" and member_preds is None:
             continue
         lo_, hi_ = bootstrap_interval(boot[k], level, method, estimate=est[k], acceleration=accel.get(k))

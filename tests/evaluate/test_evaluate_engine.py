@@ -154,6 +154,12 @@ def test_second_run_served_from_cache(tiny_pool, data, tmp_path, monkeypatch):
         assert r["ci_method"] == method and r["ci_level"] == 0.95, key
         assert r["ci_low"] <= r["value"] <= r["ci_high"], key
     assert 0 <= by_metric[("improvement", None)]["p_value"] <= 1
+    for m in ("m0", "m1", "m2"):  # Acc_ens − Acc_member rows of the --ensemble run
+        (r,) = [r for r in doc["rows"] if r["metric"] == "improvement_vs_member" and r["member"] == m]
+        want = by_metric[("ensemble_top1", None)]["value"] - by_metric[("top1", m)]["value"]
+        assert r["ensemble"] is not None and r["value"] == pytest.approx(want, abs=1e-12)
+        assert r["ci_method"] == "bootstrap-percentile" and r["ci_low"] <= r["value"] <= r["ci_high"]
+        assert 0 <= r["p_value"] <= 1
     cka_row = by_metric[("cka_mean", None)]  # an interval only where it contains the estimate (see cka_bootstrap)
     assert "ci_low" not in cka_row or cka_row["ci_low"] <= cka_row["value"] <= cka_row["ci_high"]
     assert "ci_low" not in by_metric[("ensemble_nll", None)] and "p_value" not in by_metric[("top1", "m0")]

@@ -184,3 +184,27 @@ def test_certify_cli_fails_on_lower_bound_and_says_why(tmp_path) -> None:
         text=True,
     )
     assert bad.returncode == 2 and "lack intervals" in bad.stdout + bad.stderr and "Traceback" not in bad.stderr
+
+
+VS_MEMBER = [
+    *ROWS,
+    # Acc_ens − Acc_a = 0.052 (interval clear of 0.005), Acc_ens − Acc_b = 0.012 (lower bound below it)
+    {**_row("a+b", "a", "improvement_vs_member", 0.052, _ci(0.03, 0.07, p=0.001))},
+    {**_row("a+b", "b", "improvement_vs_member", 0.012, _ci(-0.004, 0.028, p=0.09))},
+]
+
+
+def test_named_member_baseline_uses_the_improvement_vs_member_row() -> None:
+    rule = {**BEATS_BEST, "relative_to": {"member": "a", "metric": "top1"}, "bound": "lower"}
+    v = _check(rule, VS_MEMBER)
+    assert v.passed and v.checks[0].ci_low == 0.03 and v.checks[0].observed == pytest.approx(0.052)
+    v = _check({**rule, "relative_to": {"member": "b", "metric": "top1"}}, VS_MEMBER)
+    assert not v.passed and v.checks[0].passed_on_estimate is True
+    assert "lower bound -0.0040 is not >= 0.005" in v.checks[0].note
+    test_rule = {**BEATS_BEST, "min": 0.0, "relative_to": {"member": "b", "metric": "top1"}, "test": "mcnemar"}
+    v = _check(test_rule, VS_MEMBER)
+    assert not v.passed and v.checks[0].p_value == 0.09
+    assert _check({**test_rule, "relative_to": {"member": "a", "metric": "top1"}}, VS_MEMBER).passed
+    worst = {**rule, "relative_to": {"member": "worst", "metric": "top1"}}
+    with pytest.raises(PolicyError, match="lack intervals"):
+        _check(worst, VS_MEMBER)

@@ -164,3 +164,34 @@ def test_evidence_add_pairs_distributions_only_on_the_same_images() -> None:
     fewer = attribution_bootstrap(acc.sample_ssd[:20], subsets, 4, n_resamples=B, seed=SEED)
     other.add(fewer)  # 20 attributed images vs 25 resampled: not the same resamples
     assert "attribution_diversity" in other.low and "attribution_diversity" not in other.boot
+
+
+@pytest.mark.parametrize("method", ["percentile", "bca"])
+def test_improvement_vs_each_member_equals_brute_force(method: str) -> None:
+    rng = np.random.default_rng(4)
+    correct = rng.random((4, 40)) < 0.6
+    subsets = np.array(list(itertools.combinations(range(4), 2)))
+    ens = correct[subsets[:, 0]] | (rng.random((6, 40)) < 0.3)
+    ev = subset_bootstrap(correct, ens, subsets, n_resamples=B, seed=SEED, method=method)
+    est = ens.mean(axis=1)[:, None] - correct[subsets].mean(axis=2)
+    np.testing.assert_allclose(ev.estimate["improvement_vs_member"], est, atol=1e-12)
+    idx = _resamples(40)
+    boot = np.stack([ens[:, r].mean(axis=1)[:, None] - correct[subsets][:, :, r].mean(axis=2) for r in idx], axis=-1)
+    np.testing.assert_allclose(ev.boot["improvement_vs_member"], boot, atol=1e-12)
+    if method == "percentile":
+        lo, hi = np.quantile(boot, [0.025, 0.975], axis=-1)
+    else:
+        keep = [np.delete(np.arange(40), i) for i in range(40)]
+        jack = np.stack([ens[:, r].mean(axis=1)[:, None] - correct[subsets][:, :, r].mean(axis=2) for r in keep], -1)
+        lo, hi = bca_interval(boot, est, jack, 0.95)
+    np.testing.assert_allclose(ev.low["improvement_vs_member"], lo, atol=1e-12)
+    np.testing.assert_allclose(ev.high["improvement_vs_member"], hi, atol=1e-12)
+    # McNemar of the ensemble vs each member: hand counts, then scipy's exact binomial test
+    from scipy.stats import binomtest
+
+    for s, sub in enumerate(subsets):
+        for j, member in enumerate(sub):
+            b = int((ens[s] & ~correct[member]).sum())
+            c = int((~ens[s] & correct[member]).sum())
+            want = binomtest(b, b + c, 0.5, alternative="greater").pvalue if b + c else 1.0
+            assert ev.member_p_value[s, j] == pytest.approx(want, rel=1e-9)
