@@ -157,6 +157,7 @@ def _with_ci(row: dict[str, Any], lo: Any, hi: Any, method: str, level: float) -
 
 
 _CKA_GRAM_BYTES = 1 << 30  # the CKA bootstrap holds M Gram matrices (n, n) float64; above this it is skipped
+_CKA_FLOPS = 6e10  # ~M² B n² multiply-adds: 14 members x 256 images x 2000 resamples (~3e10) is ~45 s on 2 cores
 
 
 def _add_map_evidence(
@@ -173,8 +174,8 @@ def _add_map_evidence(
 
     Same seed, B, level and method as the other statistics; D_att resamples the first ``attribution_samples``
     images, CKA the first ``cka_samples`` (the images each is computed on). No interval (and a log line)
-    when the per-sample data is missing (attribution cached by an older version) or the CKA Gram matrices
-    would exceed 1 GB.
+    when the per-sample data is missing (attribution cached by an older version) or the CKA bootstrap
+    would exceed 1 GB of Gram matrices or ~6e10 multiply-adds (:data:`_CKA_FLOPS`).
     """
     subsets = _all_subsets(len(names), k)
     kw: dict[str, Any] = {
@@ -192,9 +193,13 @@ def _add_map_evidence(
     if cka is not None and "penultimate" in cka and features is not None:
         feats = [np.asarray(f["penultimate"]) for f in features if f is not None]
         n_cka = feats[0].shape[0]
-        if len(names) * n_cka * n_cka * 8 > _CKA_GRAM_BYTES:
+        m = len(names)
+        if m * n_cka * n_cka * 8 > _CKA_GRAM_BYTES or m * (m + 1) * options.bootstrap * n_cka * n_cka > _CKA_FLOPS:
             log.warning(
-                "cka_mean: %d images x %d members is too many for the CKA bootstrap; no interval", n_cka, len(names)
+                "cka_mean: %d images x %d members x %d resamples is too much for the CKA bootstrap; no interval",
+                n_cka,
+                m,
+                options.bootstrap,
             )
         elif n_cka >= 2:
             ev.add(cka_bootstrap(feats, subsets, **kw))

@@ -195,3 +195,49 @@ def test_improvement_vs_each_member_equals_brute_force(method: str) -> None:
             c = int((~ens[s] & correct[member]).sum())
             want = binomtest(b, b + c, 0.5, alternative="greater").pvalue if b + c else 1.0
             assert ev.member_p_value[s, j] == pytest.approx(want, rel=1e-9)
+
+
+def test_scoring_adds_cka_interval_within_budget_only(monkeypatch) -> None:
+    from ovdiv.evaluate import scoring
+    from ovdiv.evaluate.options import EvalOptions
+
+    feats = [{"penultimate": f} for f in _features()]
+    subsets = np.array(list(itertools.combinations(range(4), 3)))
+    opts = EvalOptions.build(bootstrap=B, subset_size=3)
+    cka = scoring.cka_matrices(feats)
+    ev = SubsetEvidence(subsets, n=40, seed=0, n_resamples=B)
+    scoring._add_map_evidence(ev, None, ["a", "b", "c", "d"], 3, opts, cka, feats, False)  # type: ignore[arg-type]
+    want = cka_bootstrap([f["penultimate"] for f in feats], subsets, n_resamples=B, seed=0)
+    np.testing.assert_array_equal(ev.low["cka_mean"], want.low["cka_mean"])
+    assert "cka_mean" in ev.boot  # 40 CKA images = the 40 resampled: paired in the correlation study
+    for s, sub in enumerate(subsets):
+        assert ev.estimate["cka_mean"][s] == pytest.approx(mt.pair_mean(cka["penultimate"], sub), rel=1e-10)
+    monkeypatch.setattr(scoring, "_CKA_FLOPS", 0)
+    ev = SubsetEvidence(subsets, n=40, seed=0, n_resamples=B)
+    scoring._add_map_evidence(ev, None, ["a", "b", "c", "d"], 3, opts, cka, feats, False)  # type: ignore[arg-type]
+    assert "cka_mean" not in ev.low
+
+
+def test_correlation_study_gets_d_att_interval_on_shared_resamples() -> None:
+    from ovdiv.metrics.evidence import correlation_evidence
+
+    maps = _maps(m=5, n=25)
+    acc = mt.AttributionDiversity(5, "max", hashes=False)
+    acc.update(maps)
+    rng = np.random.default_rng(2)
+    correct = rng.random((5, 25)) < 0.6
+    subsets = np.array(list(itertools.combinations(range(5), 3)))
+    ens = rng.random((len(subsets), 25)) < 0.7
+    ev = subset_bootstrap(correct, ens, subsets, n_resamples=B, seed=SEED)
+    ev.add(attribution_bootstrap(acc.sample_ssd, subsets, 5, n_resamples=B, seed=SEED))
+    rows = [
+        {"improvement": ev.estimate["improvement"][s], "attribution_diversity": ev.estimate["attribution_diversity"][s]}
+        for s in range(len(subsets))
+    ]
+    (entry,) = correlation_evidence(rows, ev, dataset="d", metrics=["attribution_diversity"])
+    x, y = ev.boot["attribution_diversity"], ev.boot["improvement"]
+    r = [np.corrcoef(x[:, b], y[:, b])[0, 1] for b in range(B)]
+    lo, hi = np.quantile(r, [0.025, 0.975])
+    assert entry["pearson_ci_low"] == pytest.approx(lo, abs=1e-9) and entry["pearson_ci_high"] == pytest.approx(
+        hi, abs=1e-9
+    )
