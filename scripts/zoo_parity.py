@@ -184,12 +184,24 @@ def _input_for(model: Any, size: int, default: int) -> Any:
 
 # ---------------------------------------------------------------------------------------------- one case
 def _grad(model: Any, x: Any, target: int) -> Any:
+    """``d model(x)[0, target] / dx`` for a batch-1 ``x`` by torch autograd (the reference), run at batch 2.
+
+    torch 2.14's CPU BatchNorm backward (eval mode; float32 and float64, with or without oneDNN) returns a
+    wrong input gradient when ``grad_output`` has batch 1 and a batch stride below ``C*H*W`` -- e.g. strides
+    ``(C, 1, W*C, C)``, exactly what ``flatten(2).transpose(1, 2)`` after a BatchNorm2d sends back (LeViT's
+    and EfficientFormer's stem-to-token step). float32 and float64 are then wrong in the same way, so the
+    f32-vs-f64 floor does not show it, and ovdiv's (correct) gradient was reported ``wrong`` (rel L2 1.4,
+    issue 14). With two copies of ``x`` in the batch no tensor has batch 1 (the samples of an eval-mode
+    classifier are independent, so row 0 of the gradient is the batch-1 gradient). A backward hook making
+    ``grad_output`` contiguous would also do, but module backward hooks break in-place activations.
+    ``tests/attribution/test_zoo_parity.py`` reproduces the torch bug.
+    """
     import torch
 
-    xx = x.clone().requires_grad_(True)
+    xx = torch.cat([x, x]).requires_grad_(True)
     y = model(xx)
     (g,) = torch.autograd.grad(y[:, target].sum(), xx)
-    return g.detach().numpy()
+    return g[:1].detach().numpy()
 
 
 def _rel(a: Any, b: Any) -> float:

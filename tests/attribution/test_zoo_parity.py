@@ -47,3 +47,94 @@ def test_wrong_criterion_needs_both_signals() -> None:
     assert zoo._spearman(rng.standard_normal((1, 3, 8, 8)), g64) < zoo.SPEARMAN_OK
     assert zoo._rel(g64 * 1.5, g64) == pytest.approx(0.5)
     assert zoo.summary([{"model": "a", "format": "fp32", "status": "wrong"}])["wrong"] == ["a/fp32"]
+
+
+def _bn_token_model():
+    """BatchNorm2d then ``flatten(2).transpose(1, 2)`` (LeViT / EfficientFormer stem-to-token), then a head."""
+    import torch
+
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(3)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.2, 0.2)
+        bn.running_var.uniform_(0.5, 1.5)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.2, 0.2)
+
+    class Tokens(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn = bn
+            self.head = torch.nn.Linear(6 * 5 * 3, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.bn(x).flatten(2).transpose(1, 2).flatten(1))
+
+    return Tokens().eval()
+
+
+def _bn_token_grad_by_hand(model, x, target: int):
+    """The same gradient written out: head row, un-transposed, times the folded BN scale (numpy, float64)."""
+    _, c, h, w = x.shape
+    row = model.head.weight.detach().double().numpy()[target]  # (h*w*c,) in token-major order
+    bn = model.bn
+    scale = (bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()).detach().numpy()
+    return row.reshape(h * w, c).T.reshape(1, c, h, w) * scale.reshape(1, c, 1, 1)
+
+
+def test_torch_batchnorm_backward_bug_is_real() -> None:
+    """The torch bug the reference works around: BN backward with a batch-1 grad of batch stride C.
+
+    If this starts failing, torch fixed it and ``zoo_parity._grad`` could run at batch 1 again.
+    """
+    import torch
+
+    bn = _bn_token_model().bn.double()
+    x = torch.randn(1, 3, 6, 5, dtype=torch.float64, requires_grad=True)
+    go = torch.randn(1, 3, 6, 5, dtype=torch.float64)
+    scale = (bn.weight / (bn.running_var + bn.eps).sqrt()).detach().reshape(1, 3, 1, 1)
+    odd = torch.empty_strided((1, 3, 6, 5), (3, 1, 15, 3), dtype=torch.float64).copy_(go)
+    (g_ok,) = torch.autograd.grad(bn(x), x, go)
+    (g_odd,) = torch.autograd.grad(bn(x), x, odd)
+    assert torch.allclose(g_ok, go * scale)
+    assert not torch.allclose(g_odd, go * scale)
+
+
+def test_reference_grad_immune_to_batchnorm_stride_bug() -> None:
+    """``zoo_parity._grad`` (the torch reference) is right on BN -> flatten -> transpose at batch 1.
+
+    Before the fix it ran torch autograd at batch 1 and returned a gradient ~1.4 rel L2 off (f32 and f64
+    alike), which made ovdiv's correct LeViT / EfficientFormer gradients show as ``wrong``.
+    """
+    import copy
+
+    import numpy as np
+    import torch
+
+    zoo = _load()
+    model = _bn_token_model()
+    x = torch.randn(1, 3, 6, 5, generator=torch.Generator().manual_seed(1))
+    want = _bn_token_grad_by_hand(model, x, 2)
+    g32 = zoo._grad(model, x, 2)
+    g64 = zoo._grad(copy.deepcopy(model).double(), x.double(), 2)
+    np.testing.assert_allclose(g64, want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g32, want, rtol=1e-5, atol=1e-6)
+
+
+def test_ovdiv_gradient_bn_tokens_batch1() -> None:
+    """ovdiv's VJP graph of the same pattern (converted IR, batch 1 and 2) matches the hand gradient."""
+    import numpy as np
+    import openvino as ov
+    import torch
+
+    from ovdiv.attribution import VJPModel
+
+    model = _bn_token_model()
+    x = torch.randn(2, 3, 6, 5, generator=torch.Generator().manual_seed(1))
+    ir = ov.convert_model(model, example_input=x[:1], input=[-1, 3, 6, 5])
+    runner = VJPModel(ir)
+    want = _bn_token_grad_by_hand(model, x, 2)
+    for n in (1, 2):
+        _, g = runner.gradient(x[:n].numpy(), [2] * n)
+        for i in range(n):
+            np.testing.assert_allclose(g[i : i + 1], want, rtol=1e-5, atol=1e-6)
