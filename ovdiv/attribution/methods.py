@@ -150,8 +150,13 @@ class _TorchBackend(_Backend):
     def gradients(self, x: F32, target: npt.NDArray[np.int64]) -> F32:
         from captum.attr import Saliency as CaptumSaliency
 
-        g = CaptumSaliency(self.module).attribute(self._t(x), target=target.tolist(), abs=False)
-        out: F32 = g.detach().float().cpu().numpy()
+        # torch 2.14's CPU BatchNorm backward (eval mode) returns a wrong input gradient when the incoming
+        # gradient has batch 1 and a batch stride below C*H*W -- exactly what ``flatten(2).transpose(1, 2)``
+        # after a BatchNorm (LeViT, EfficientFormer stems) sends back; 1.4 rel L2 off, f32 and f64 alike.
+        # Samples are independent in eval mode, so a batch of one runs as two copies and keeps row 0.
+        xt, tgt = (np.concatenate([x, x]), [int(target[0])] * 2) if len(x) == 1 else (x, target.tolist())
+        g = CaptumSaliency(self.module).attribute(self._t(xt), target=tgt, abs=False)
+        out: F32 = g[: len(x)].detach().float().cpu().numpy()
         return out
 
 

@@ -138,3 +138,23 @@ def test_ovdiv_gradient_bn_tokens_batch1() -> None:
         _, g = runner.gradient(x[:n].numpy(), [2] * n)
         for i in range(n):
             np.testing.assert_allclose(g[i : i + 1], want, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_member_saliency_immune_to_batchnorm_stride_bug() -> None:
+    """ovdiv's torch backend (nn.Module members) is right on BN -> flatten -> transpose at batch 1 too.
+
+    Fails without the batch-of-two workaround in ``_TorchBackend.gradients`` (torch's own gradient is
+    ~1.4 rel L2 off there).
+    """
+    import numpy as np
+    import torch
+
+    from ovdiv.attribution.methods import _TorchBackend
+
+    model = _bn_token_model()
+    x = np.random.default_rng(0).standard_normal((1, 3, 6, 5)).astype(np.float32)
+    backend = _TorchBackend(model, None, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    got = backend.gradients(x, np.array([2]))
+    want = _bn_token_grad_by_hand(model, torch.from_numpy(x), 2)
+    assert got.shape == (1, 3, 6, 5)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
