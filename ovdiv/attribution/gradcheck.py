@@ -734,10 +734,7 @@ def check_gradients(
             with torch.no_grad():
                 return np.asarray(module(torch.from_numpy(xx).to(dev)).float().cpu().numpy(), np.float32)
 
-        def vjp(xx: F32, uu: F32) -> F32:
-            xt = torch.from_numpy(xx).to(dev).requires_grad_(True)
-            (gt,) = torch.autograd.grad(module(xt), xt, grad_outputs=torch.from_numpy(uu).to(dev))
-            return np.asarray(gt.detach().float().cpu().numpy(), np.float32)
+        vjp = backend.vjp
 
         num_classes = int(forward(x[:1]).shape[1])
         reference = "torch autograd vs finite differences of the torch forward (f32)"

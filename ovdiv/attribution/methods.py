@@ -147,15 +147,25 @@ class _TorchBackend(_Backend):
             out: F32 = self.module(self._t(x)).float().cpu().numpy()
         return out
 
+    # torch 2.14's CPU BatchNorm backward (eval mode) returns a wrong input gradient when the incoming
+    # gradient has batch 1 and a batch stride below C*H*W -- exactly what ``flatten(2).transpose(1, 2)``
+    # after a BatchNorm (LeViT, EfficientFormer stems) sends back; 1.4 rel L2 off, f32 and f64 alike.
+    # Samples are independent in eval mode, so every torch gradient here runs a batch of one as two copies
+    # and keeps row 0 (:meth:`gradients` and :meth:`vjp` are the only places torch members get gradients).
+
     def gradients(self, x: F32, target: npt.NDArray[np.int64]) -> F32:
         from captum.attr import Saliency as CaptumSaliency
 
-        # torch 2.14's CPU BatchNorm backward (eval mode) returns a wrong input gradient when the incoming
-        # gradient has batch 1 and a batch stride below C*H*W -- exactly what ``flatten(2).transpose(1, 2)``
-        # after a BatchNorm (LeViT, EfficientFormer stems) sends back; 1.4 rel L2 off, f32 and f64 alike.
-        # Samples are independent in eval mode, so a batch of one runs as two copies and keeps row 0.
         xt, tgt = (np.concatenate([x, x]), [int(target[0])] * 2) if len(x) == 1 else (x, target.tolist())
         g = CaptumSaliency(self.module).attribute(self._t(xt), target=tgt, abs=False)
+        out: F32 = g[: len(x)].detach().float().cpu().numpy()
+        return out
+
+    def vjp(self, x: F32, u: F32) -> F32:
+        """``u^T d logits / d x`` with torch autograd, ``x`` ``(N, 3, H, W)``, ``u`` ``(N, C)``."""
+        xx, uu = (np.concatenate([x, x]), np.concatenate([u, np.zeros_like(u)])) if len(x) == 1 else (x, u)
+        xt = self._t(xx).requires_grad_(True)
+        (g,) = torch.autograd.grad(self.module(xt), xt, grad_outputs=self._t(np.asarray(uu, np.float32)))
         out: F32 = g[: len(x)].detach().float().cpu().numpy()
         return out
 

@@ -158,3 +158,21 @@ def test_torch_member_saliency_immune_to_batchnorm_stride_bug() -> None:
     want = _bn_token_grad_by_hand(model, torch.from_numpy(x), 2)
     assert got.shape == (1, 3, 6, 5)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_torch_member_vjp_immune_to_batchnorm_stride_bug() -> None:
+    """The gradient check's torch path (``_TorchBackend.vjp``) gets the same batch-of-one workaround."""
+    import numpy as np
+    import torch
+
+    from ovdiv.attribution.methods import _TorchBackend
+
+    model = _bn_token_model()
+    x = np.random.default_rng(1).standard_normal((1, 3, 6, 5)).astype(np.float32)
+    u = np.zeros((1, 4), np.float32)
+    u[0, 1] = 1.0
+    backend = _TorchBackend(model, None, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    want = _bn_token_grad_by_hand(model, torch.from_numpy(x), 1)
+    np.testing.assert_allclose(backend.vjp(x, u), want, rtol=1e-4, atol=1e-6)
+    x2 = np.concatenate([x, -x])  # batch 2 goes straight through: row 0 unchanged
+    np.testing.assert_allclose(backend.vjp(x2, np.concatenate([u, u]))[:1], want, rtol=1e-4, atol=1e-6)
