@@ -212,6 +212,7 @@ class RayEvaluator(Evaluator):
             "num_cpus": cpus,
             "max_restarts": ACTOR_RESTARTS,
             "max_task_retries": TASK_RETRIES,
+            "scheduling_strategy": "SPREAD",  # members' actors on different nodes: more CPUs, less lost at once
         }
         dev = m.device.upper()
         if dev.startswith("GPU"):
@@ -230,13 +231,15 @@ class RayEvaluator(Evaluator):
         infos = self._call_all([(k, a) for k, row in enumerate(self._actors) for a in row], "info")
         per_node: dict[str, dict[str, Any]] = {}
         for (k, _), info in zip(((k, a) for k, row in enumerate(self._actors) for a in row), infos, strict=True):
-            node = per_node.setdefault(info["ip"], {"node": info["ip"], "host": info["host"], "members": []})
+            node = per_node.setdefault(
+                info["node_id"], {"node_id": info["node_id"], "ip": info["ip"], "host": info["host"], "members": []}
+            )
             node["members"].append({key: info[key] for key in ("member", "device", "precision", "inference_precision")})
             if info["inference_precision"] is not None:
                 self.ens[k].inference_precision = info["inference_precision"]
         for node in per_node.values():
             node["members"].sort(key=lambda d: d["member"])
-        self._evidence["per_node"] = sorted(per_node.values(), key=lambda d: d["node"])
+        self._evidence["per_node"] = sorted(per_node.values(), key=lambda d: (d["ip"], d["node_id"]))
 
     def executor_evidence(self) -> dict[str, Any]:
         """``metadata["executor"]``: ``kind``, ``address``, ``nodes``, ``cpus``, actors, ``per_node`` devices."""
