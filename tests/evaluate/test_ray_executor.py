@@ -248,3 +248,24 @@ def test_executor_options_are_checked(tiny_pool, data, tmp_path):
 def test_importing_ovdiv_does_not_import_ray():
     code = "import sys, ovdiv, ovdiv.evaluate, ovdiv.data, ovdiv.cli; assert 'ray' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_cli_without_ray_is_one_line(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from ovdiv.cli import cli
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    args = ["data", "prepare", "demo", "--limit", "8", "--cache-dir", str(tmp_path), "--executor", "ray"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "pip install 'ovdiv[ray]'" in res.output
+    res = CliRunner().invoke(cli, ["data", "prepare", "demo", "--executor", "dask"])
+    assert res.exit_code == 2 and "dask" in res.output
