@@ -121,10 +121,19 @@ def ray_get(ray: Any, refs: Any, timeout: float | None = None) -> Any:
     try:
         return ray.get(refs, timeout=timeout)
     except ray.exceptions.RayTaskError as exc:
-        cause = getattr(exc, "cause", None)
+        cause = _root_cause(ray, exc)
         if isinstance(cause, OvdivError):
             raise cause from None
         raise
+
+
+def _root_cause(ray: Any, exc: BaseException) -> BaseException:
+    """The innermost cause of (nested) ``RayTaskError`` s: a task that failed because a task it waited on did."""
+    seen = 0
+    while isinstance(exc, ray.exceptions.RayTaskError) and getattr(exc, "cause", None) is not None and seen < 16:
+        exc = exc.cause
+        seen += 1
+    return exc
 
 
 def is_lost(ray: Any, exc: BaseException) -> bool:
@@ -139,9 +148,7 @@ def is_lost(ray: Any, exc: BaseException) -> bool:
         ex.ObjectFetchTimedOutError,
         ex.LocalRayletDiedError,
     )
-    if isinstance(exc, lost):
-        return True
-    return isinstance(exc, ex.RayTaskError) and isinstance(getattr(exc, "cause", None), lost)
+    return isinstance(exc, lost) or isinstance(_root_cause(ray, exc), lost)
 
 
 def cluster_evidence(ray: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,48 @@ log = logging.getLogger("ovdiv.evaluate")
 Chunk = tuple[int, int]
 AttributionBatch = tuple[int, int, np.ndarray, np.ndarray, np.ndarray]
 """``(start, size, labels (B,), pool logits (M, B, C), targets (M, B))`` of one attribution batch."""
+
+
+def fold_attribution_chunk(
+    names: Sequence[str],
+    num_classes: int,
+    options: EvalOptions,
+    start: int,
+    batches: Sequence[AttributionBatch],
+    chunk_maps: Iterable[Sequence[np.ndarray]],
+    ex_sel: npt.NDArray[np.int64],
+    on_images: Callable[[int], None] | None = None,
+) -> tuple[Any, list[np.ndarray]]:
+    """Fold one attribution chunk: every batch's member maps into fresh pairwise statistics, in batch order.
+
+    Args:
+        names: Pool member names.
+        num_classes: Classes.
+        options: Run options (attribution norm).
+        start: First image of the chunk.
+        batches: The chunk's :data:`AttributionBatch` es.
+        chunk_maps: Per batch, every member's maps ``(B, 3, h, w)``.
+        ex_sel: Chunk-local indices of the report's example maps to keep.
+        on_images: Called with each batch's size once it is folded (progress).
+
+    Returns:
+        ``(statistics, kept example maps per batch)``: the same bytes wherever it runs (locally, or in a
+        Ray task of the Ray executor).
+    """
+    from ovdiv.evaluate.scoring import new_attribution_stats, postprocess_maps
+
+    stats = new_attribution_stats(names, num_classes, options)
+    keep: list[np.ndarray] = []
+    for (b, n_b, labels, lg, _targets), member_maps in zip(batches, chunk_maps, strict=True):
+        maps = _stack_maps(member_maps)
+        stats.update(lg, labels, maps)
+        local = ex_sel[(ex_sel >= b - start) & (ex_sel < b - start + n_b)] - (b - start)
+        if local.size:
+            keep.append(postprocess_maps(maps[:, local]))
+        del maps
+        if on_images is not None:
+            on_images(n_b)
+    return stats, keep
 
 
 def make_explainer(method: AttributionMethod, member: Member, batch_size: int) -> Any:
@@ -496,8 +538,6 @@ class Evaluator:
 
     def run_attribution(self, ds: Any, spec: str) -> None:
         """Fold attribution maps of this shard's chunks into cached pairwise statistics."""
-        from ovdiv.evaluate.scoring import new_attribution_stats, postprocess_maps
-
         n_att = self.attribution_n(ds)
         if n_att == 0:
             return
@@ -512,30 +552,15 @@ class Evaluator:
         task = f"attribution {self.opt.attribution} @ {spec}"
         total = sum(e - s for _, (s, e) in todo)
         done = total - sum(e - s for _, (s, e) in missing)
-        for (i, (s, e)), (batches, chunk_maps) in zip(missing, self._attribution_maps(ds, missing), strict=True):
-            stats = new_attribution_stats(self.ens.names, self.ens.num_classes, self.opt)
-            pool_logits = self.chunk_logits(ds, s, e)
-            keep: list[np.ndarray] = []
-            ex_sel: npt.NDArray[np.int64] = np.empty(0, np.int64)  # chunk-local indices of the report's example maps
-            if i == 0 and self.opt.examples > 0:
-                from ovdiv.metrics import ensemble_predict
 
-                chunk_labels = np.asarray(ds.labels[s:e], np.int64)
-                chunk_ens = np.asarray(
-                    ensemble_predict(pool_logits, self.opt.consensus[0], seed=self.opt.seed, index_offset=s), np.int64
-                )
-                chunk_members = pool_logits.argmax(axis=2).astype(np.int64)
-                ex_sel = pick_examples(chunk_members, chunk_labels, chunk_ens, self.opt.examples)
-            for (b, n_b, labels, lg, _targets), member_maps in zip(batches, chunk_maps, strict=True):
-                maps = _stack_maps(member_maps)
-                stats.update(lg, labels, maps)
-                local = ex_sel[(ex_sel >= b - s) & (ex_sel < b - s + n_b)] - (b - s)
-                if local.size:
-                    keep.append(postprocess_maps(maps[:, local]))
-                del maps
-                done += n_b
-                self.progress(Progress(task, done, total))
+        def on_images(n: int) -> None:
+            nonlocal done
+            done += n
+            self.progress(Progress(task, done, total))
+
+        for (i, (s, e)), (stats, keep) in zip(missing, self._attribution_folds(ds, missing, on_images), strict=True):
             if keep:
+                ex_sel, chunk_labels, chunk_ens, chunk_members = self.attribution_examples(ds, i, s, e)
                 self.cache.save_npz(
                     d / "examples.npz",
                     images=np.concatenate([np.asarray(ds.images[s + j : s + j + 1]) for j in ex_sel]),
@@ -549,6 +574,45 @@ class Evaluator:
                     method=np.asarray(str(self.opt.attribution)),
                 )
             stats.save(d / self.cache.chunk_name(s, e, "npz"))
+
+    def attribution_examples(
+        self, ds: Any, i: int, s: int, e: int
+    ) -> tuple[npt.NDArray[np.int64], np.ndarray, np.ndarray, np.ndarray]:
+        """``(chunk-local indices of the report's example maps, labels, ensemble and member predictions)``.
+
+        Examples come from the first chunk only; other chunks (or ``examples=0``) select none.
+        """
+        empty = np.empty(0, np.int64)
+        if i != 0 or self.opt.examples <= 0:
+            return empty, empty, empty, empty
+        from ovdiv.metrics import ensemble_predict
+
+        pool_logits = self.chunk_logits(ds, s, e)
+        chunk_labels = np.asarray(ds.labels[s:e], np.int64)
+        chunk_ens = np.asarray(
+            ensemble_predict(pool_logits, self.opt.consensus[0], seed=self.opt.seed, index_offset=s), np.int64
+        )
+        chunk_members = pool_logits.argmax(axis=2).astype(np.int64)
+        return (
+            pick_examples(chunk_members, chunk_labels, chunk_ens, self.opt.examples),
+            chunk_labels,
+            chunk_ens,
+            chunk_members,
+        )
+
+    def _attribution_folds(
+        self, ds: Any, chunks: Sequence[tuple[int, Chunk]], on_images: Callable[[int], None]
+    ) -> Iterator[tuple[Any, list[np.ndarray]]]:
+        """Per ``(index, (start, stop))`` chunk, in order: its folded statistics and kept example maps.
+
+        Locally the maps of each batch are computed and folded at once (:func:`fold_attribution_chunk`); the
+        Ray executor folds each chunk in a task fed by the member actors.
+        """
+        for (i, (s, e)), (batches, chunk_maps) in zip(chunks, self._attribution_maps(ds, chunks), strict=True):
+            ex_sel = self.attribution_examples(ds, i, s, e)[0]
+            yield fold_attribution_chunk(
+                self.ens.names, self.ens.num_classes, self.opt, s, batches, chunk_maps, ex_sel, on_images
+            )
 
     def attribution_batches(self, ds: Any, s: int, e: int) -> list[AttributionBatch]:
         """The batches of attribution chunk ``[s, e)``: ``(start, size, labels, pool logits, targets (M, B))``."""

@@ -31,9 +31,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -353,65 +352,74 @@ class RayEvaluator(Evaluator):
         )
 
     # ---- attribution ------------------------------------------------------------------------
-    def _attribution_maps(
-        self, ds: Any, chunks: Sequence[tuple[int, Chunk]]
-    ) -> Iterator[tuple[list[AttributionBatch], Iterator[list[np.ndarray]]]]:
-        """Every member's maps of each batch, computed in the member actors ahead of the driver's fold.
+    def _attribution_folds(
+        self, ds: Any, chunks: Sequence[tuple[int, Chunk]], on_images: Callable[[int], None]
+    ) -> Iterator[tuple[Any, list[np.ndarray]]]:
+        """Maps from the member actors, folded per chunk in a Ray task; chunks come back in order.
 
-        Batches stream in the engine's order; at most ``2 x actors per member`` batches are in flight beyond
-        the one being folded, so the driver holds a bounded number of maps whatever the dataset size.
+        Each batch's maps (one task per member, round-robin over the member's actors) go straight from the
+        actors to the chunk's fold task (:func:`~ovdiv.evaluate.engine.fold_attribution_chunk`, the local
+        engine's fold) through the object store; the driver receives only the chunk's statistics and kept
+        example maps. At most ``max(2, actors per member)`` chunks are in flight.
         """
         ray = self._ray
         params = dict(self.opt.attribution_params)
-        window = max(2, 2 * max(len(r) for r in self._actors))
-        batches_of: dict[int, list[AttributionBatch]] = {}
+        replicas = max(len(r) for r in self._actors)
+        window = max(2, replicas)
+        fold = ray.remote(num_cpus=0, max_retries=TASK_RETRIES, retry_exceptions=False)(_fold_task)
+        names, n_cls = list(self.ens.names), self.ens.num_classes
         counter = iter(range(1 << 62))
 
-        def stream() -> Iterator[tuple[int, int, AttributionBatch, Any]]:
-            for i, (s, e) in chunks:
-                batches = self.attribution_batches(ds, s, e)
-                batches_of[i] = batches
-                img_ref = ray.put(np.ascontiguousarray(ds.images[s:e]))
-                for bt in batches:
-                    yield i, s, bt, img_ref
-
-        def submit_one(k: int, s: int, bt: AttributionBatch, img_ref: Any, j: int) -> Any:
-            b, n_b, _labels, _lg, targets = bt
-            return self._actor(k, j).attribute.remote(img_ref, b - s, n_b, np.ascontiguousarray(targets[k]), params)
-
-        def submit(s: int, bt: AttributionBatch, img_ref: Any, j: int) -> list[Any]:
-            return [submit_one(k, s, bt, img_ref, j) for k in range(len(self.ens))]
-
-        queue: deque[tuple[int, int, AttributionBatch, Any, int, list[Any]]] = deque()
-        source = stream()
-
-        def top_up() -> None:
-            while len(queue) < window:
-                item = next(source, None)
-                if item is None:
-                    return
-                i, s, bt, img_ref = item
+        def submit(i: int, s: int, e: int) -> Any:
+            batches = self.attribution_batches(ds, s, e)
+            img_ref = ray.put(np.ascontiguousarray(ds.images[s:e]))
+            map_refs = []
+            for b, n_b, _labels, _lg, targets in batches:
                 j = next(counter)
-                queue.append((i, s, bt, img_ref, j, submit(s, bt, img_ref, j)))
+                map_refs.append(
+                    [
+                        self._actor(k, j).attribute.remote(
+                            img_ref, b - s, n_b, np.ascontiguousarray(targets[k]), params
+                        )
+                        for k in range(len(self.ens))
+                    ]
+                )
+            ex_sel = self.attribution_examples(ds, i, s, e)[0]
+            return fold.remote(names, n_cls, self.opt, s, batches, map_refs, ex_sel)
 
-        def maps(i: int, n: int) -> Iterator[list[np.ndarray]]:
-            for _ in range(n):
-                top_up()
-                qi, s, bt, img_ref, j, refs = queue.popleft()
-                if qi != i:
-                    raise AssertionError(f"attribution batches out of order ({qi} != {i})")
-                top_up()
-                out = []
-                for k, ref in enumerate(refs):
-                    out.append(
-                        self._get(ref, lambda k=k, s=s, bt=bt, img_ref=img_ref, j=j: submit_one(k, s, bt, img_ref, j))
-                    )
-                yield out
-            batches_of.pop(i, None)
+        pending: deque[tuple[int, Chunk, Any]] = deque()
+        todo = iter(chunks)
+        while True:
+            while len(pending) < window:
+                nxt = next(todo, None)
+                if nxt is None:
+                    break
+                i, (s, e) = nxt
+                pending.append((i, (s, e), submit(i, s, e)))
+            if not pending:
+                return
+            i, (s, e), ref = pending.popleft()
+            folded = self._get(ref, lambda i=i, s=s, e=e: submit(i, s, e))
+            on_images(e - s)
+            yield folded
 
-        for i, _ in chunks:
-            top_up()
-            t0 = time.perf_counter()
-            batches = batches_of[i]
-            yield batches, maps(i, len(batches))
-            log.debug("attribution chunk %d folded in %.2f s", i, time.perf_counter() - t0)
+
+def _fold_task(
+    names: list[str],
+    num_classes: int,
+    options: Any,
+    start: int,
+    batches: list[AttributionBatch],
+    map_refs: list[list[Any]],
+    ex_sel: np.ndarray,
+) -> tuple[Any, list[np.ndarray]]:
+    """Ray task: fetch each batch's member maps in order and fold the chunk (the local engine's fold)."""
+    import ray
+
+    from ovdiv.evaluate.engine import fold_attribution_chunk
+
+    def maps() -> Iterator[list[np.ndarray]]:
+        for refs in map_refs:
+            yield ray.get(refs)
+
+    return fold_attribution_chunk(names, num_classes, options, start, batches, maps(), ex_sel)
