@@ -14,8 +14,8 @@ in-process Ray using this machine's CPUs, interleaved for ``--rounds`` rounds (b
   (1..64 nodes like this machine): ``T(n) = max(W / (eff(n) * e), D) + S`` with ``W`` the measured compute,
   ``e`` the measured single-node efficiency (local / Ray units time), ``eff(n)`` the nodes the executor's
   actor layout can use (``n`` below 14 nodes; ``14 * floor(n / 14)`` from 14 on: whole actors per member),
-  ``D`` the driver's serial work (folding every batch, plus receiving every member's maps at
-  ``--driver-gbps``) and ``S`` the start-up;
+  ``D`` the driver's serial work (sending every chunk's images to every member's actors, logits and
+  attribution, at ``--driver-gbps``; folds run in Ray tasks and count in ``W``) and ``S`` the start-up;
 * C-bar preparation throughput (10 corruptions x 1 severity x ``--prep-n`` images at 224 px), local
   threads vs Ray tasks, images/s.
 
@@ -137,8 +137,11 @@ def main() -> None:
     n_img = STUDY["members"] * STUDY["datasets"] * STUDY["images"]  # member-images
     work = n_img * (fwd_s + sal_only_s)  # seconds on one node like this one
     batches = STUDY["datasets"] * math.ceil(STUDY["images"] / args.batch)
-    map_bytes = n_img * 3 * 224 * 224 * 4
-    driver = batches * fold14 + map_bytes / (args.driver_gbps * 1e9 / 8)
+    work += batches * fold14  # each chunk's fold runs in a Ray task on the cluster
+    # the driver's serial part: it puts every chunk's images once; each member's actors pull them
+    # (logits and attribution), in the worst case all from the driver's node
+    image_bytes = 2 * n_img * 224 * 224 * 3
+    driver = image_bytes / (args.driver_gbps * 1e9 / 8)
     startup = ray_init_s + (ray_best["wall_s"] - ray_best["units_s"])
     model = []
     for n in (1, 2, 4, 8, 14, 16, 28, 32, 42, 56, 64):

@@ -3,8 +3,10 @@
 The engine (:mod:`ovdiv.evaluate.engine`) splits an evaluation into units: logits of (member, dataset,
 chunk), CKA features of (member, dataset), the gradient check of a member and, for attribution, every
 member's maps of one batch of a (pool, dataset, chunk) unit. :class:`RayEvaluator` is the engine with those
-unit computations sent to Ray; everything else — cache keys, resume, shards, the fold of attribution maps
-into pairwise statistics, consensus, scoring — is the engine's own code running in this (driver) process:
+unit computations sent to Ray; everything else — cache keys, resume, shards, consensus, scoring — is the
+engine's own code running in this (driver) process, and the fold of a chunk's attribution maps into
+pairwise statistics is the engine's own function (:func:`~ovdiv.evaluate.engine.fold_attribution_chunk`)
+running in a Ray task fed directly by the member actors:
 
 * **Actors own models.** Each member gets ``R`` actors (:class:`MemberWorker`), each loading the artifact
   once and compiling it (and its VJP graph when attribution is on) on first use — never per batch. Logits
@@ -14,7 +16,8 @@ into pairwise statistics, consensus, scoring — is the engine's own code runnin
   for a CUDA device (torch members), a custom ``intel_gpu`` resource for OpenVINO GPU devices (start such
   nodes with ``ray start --resources '{"intel_gpu": 1}'``).
 * **Data** go through Ray's object store: each chunk's images are ``ray.put`` once and shared by the
-  members' tasks; results come back the same way.
+  members' tasks; maps go from the actors to the chunk's fold task; logits, features and folded
+  statistics come back to the driver.
 * **The driver writes**: each finished unit is saved at once through the engine's atomic cache writes, so
   a killed driver resumes from the cache like a local run, and the files are the local engine's files.
 * **Faults**: actors restart (``max_restarts``) and retry tasks lost with a worker or node
