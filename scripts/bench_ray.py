@@ -29,6 +29,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -165,6 +166,7 @@ def main() -> None:
         )  # fmt: skip
         prep[name] = len(prep_specs) * args.prep_n / (time.perf_counter() - t0)
     ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
     out = {
         "bench": "ray",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__},

@@ -121,10 +121,10 @@ def _tree(root: Path) -> dict[str, object]:
     return out
 
 
-def _assert_identical(local: Path, other: Path) -> None:
+def _assert_identical(local: Path, other: Path, also: tuple[str, ...] = ()) -> None:
     a = json.loads((local / "out" / "results.json").read_text())
     b = json.loads((other / "out" / "results.json").read_text())
-    for key in VOLATILE:
+    for key in (*VOLATILE, *also):
         a["metadata"].pop(key, None)
         b["metadata"].pop(key, None)
     for doc in (a, b):
@@ -200,6 +200,7 @@ def test_real_errors_fail_once_with_the_local_message(cluster, tiny_pool, data, 
     assert str(remote_nan.value) == str(local_nan.value) and "nan" in str(local_nan.value)
 
 
+@pytest.mark.slow  # ~30 s: node death detection + actor restart
 def test_lost_node_mid_run_still_identical(cluster, tiny_pool, data, reference, tmp_path):
     """SIGKILL the worker node's raylet once the first units have landed: its units run again elsewhere."""
     assert len(cluster["worker_raylet"]) == 1
@@ -219,6 +220,29 @@ def test_lost_node_mid_run_still_identical(cluster, tiny_pool, data, reference, 
     assert killed
     _assert_identical(reference, tmp_path)
     assert len(res.metadata["executor"]["per_node"]) == 1  # every actor ended on the surviving node
+
+
+@pytest.mark.slow
+def test_interrupted_driver_resumes_from_cache(cluster, tiny_pool, data, reference, tmp_path):
+    """The driver dies after a few units: a rerun reads them from the cache and ends identical to local."""
+    paths = [tiny_pool.ir[n] for n in ("m1", "m2", "m4")]
+
+    def interrupt(p: Progress) -> None:
+        if p.task.startswith("logits @") and p.completed >= 4 and p.detail != "cached":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(
+            paths, [data], cache_dir=tmp_path / "cache", executor="ray", ray_address=cluster["address"],
+            progress=interrupt, **KW,
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
+    res = evaluate(
+        paths, [data], cache_dir=tmp_path / "cache", out=tmp_path / "out", executor="ray",
+        ray_address=cluster["address"], **KW,
+    )  # fmt: skip
+    assert res.metadata["cache"]["hits"]["logits"] >= 4
+    _assert_identical(reference, tmp_path, also=("cache",))  # hit/miss counts differ on a resumed run, as locally
 
 
 def test_without_ray_one_clear_error(monkeypatch, tiny_pool, data, tmp_path):
