@@ -83,7 +83,7 @@ def connect(address: str | None = None) -> Iterator[RaySession]:
     if ray.is_initialized():
         yield RaySession(ray, "existing", started=False)
         return
-    quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": True}
+    quiet: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
     asked = "auto" if address is None else str(address)
     started = False
     if asked == "local":
