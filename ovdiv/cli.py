@@ -159,6 +159,14 @@ def data() -> None:
 @click.option("--size", type=click.IntRange(min=16), help="Image side (files 224, demo 64).")
 @click.option("--classes", type=click.Path(dir_okay=False, path_type=Path), help="imagefolder class list file.")
 @click.option("--strict", is_flag=True, help="Fail on an unreadable image instead of skipping it.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: --workers threads; ray: one Ray task per chunk (same bytes).",
+)
+@click.option("--ray-address", help="Ray cluster for --executor ray (default: a running cluster, else a local Ray).")
 def data_prepare(
     specs: tuple[str, ...],
     limit: int | None,
@@ -171,6 +179,8 @@ def data_prepare(
     size: int | None,
     classes: Path | None,
     strict: bool,
+    executor: str,
+    ray_address: str | None,
 ) -> None:
     """Decode, resize, crop and corrupt SPECS once into the prepared-data cache (`cbar` expands to 50)."""
     from rich.table import Table
@@ -181,6 +191,7 @@ def data_prepare(
         prepared = prepare_many(
             specs, limit=limit, subset=subset, cache_dir=cache_dir, data_root=data_root, seed=seed, workers=workers,
             jpeg_quality=jpeg_quality, size=size, classes=classes, strict=strict, progress=progress,
+            executor=executor, ray_address=ray_address,
         )  # fmt: skip
     table = Table("spec", "images", "skipped", "manifest", "folder")
     for ds in prepared:
@@ -772,6 +783,14 @@ def export(
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--workers", type=int, help="Data-preparation workers.")
 @click.option("--shard", help="i/n: compute this shard's chunks only (shards merge through the cache).")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this process; ray: the same work units on a Ray cluster (same results).",
+)
+@click.option("--ray-address", help="Ray cluster for --executor ray (default: a running cluster, else a local Ray).")
 @click.option("--device", default="CPU", show_default=True, help="CPU, GPU or AUTO.")
 @click.option("--precision", default="f32", show_default=True, type=click.Choice(["f32", "bf16", "f16", "model"]))
 @click.option(
@@ -817,6 +836,8 @@ def evaluate(
     batch_size: int,
     workers: int | None,
     shard: str | None,
+    executor: str,
+    ray_address: str | None,
     device: str,
     precision: str,
     backend: str | None,
@@ -863,6 +884,8 @@ def evaluate(
             batch_size=batch_size,
             workers=workers,
             shard=shard,
+            executor=executor,
+            ray_address=ray_address,
             device=device,
             precision=precision,
             backend=backend,

@@ -364,14 +364,21 @@ def _default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _iter_chunks(p: DatasetPlan, *, workers: int | None, batch_size: int, strict: bool) -> Iterator[tuple[int, _Chunk]]:
-    """Yield ``(n_requested_so_far, chunk)`` in canonical order."""
+def _iter_chunks(
+    p: DatasetPlan, *, workers: int | None, batch_size: int, strict: bool, executor: str = "local"
+) -> Iterator[tuple[int, _Chunk]]:
+    """Yield ``(n_requested_so_far, chunk)`` in canonical order (``executor="ray"``: chunks are Ray tasks)."""
     if batch_size <= 0:
         raise DataError(f"batch_size must be positive, got {batch_size}")
     n_workers = _default_workers() if workers is None else int(workers)
     if n_workers <= 0:
         raise DataError(f"workers must be >= 1, got {workers}")
     bounds = [(s, min(s + batch_size, len(p.indices))) for s in range(0, len(p.indices), batch_size)]
+    if executor == "ray":
+        from ovdiv.data.executor_ray import iter_chunks_ray
+
+        yield from iter_chunks_ray(p, bounds, strict=strict)
+        return
 
     def job(b: tuple[int, int]) -> _Chunk:
         return _produce_chunk(p, p.indices[b[0] : b[1]], strict)
@@ -410,6 +417,7 @@ def materialise(
     strict: bool = False,
     progress: ProgressCallback | None = None,
     write: Callable[[int, _Chunk], None] | None = None,
+    executor: str = "local",
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64], list[str]] | tuple[None, None, list[str]]:
     """Produce the plan's images; in memory, or streamed to ``write(offset, chunk)``.
 
@@ -421,7 +429,7 @@ def materialise(
     parts: list[_Chunk] = []
     offset = 0
     _emit(progress, task, 0, len(p))
-    for done, chunk in _iter_chunks(p, workers=workers, batch_size=batch_size, strict=strict):
+    for done, chunk in _iter_chunks(p, workers=workers, batch_size=batch_size, strict=strict, executor=executor):
         skipped.extend(chunk.skipped)
         if write is not None:
             write(offset, chunk)
@@ -564,6 +572,8 @@ def prepare(
     published: bool | None = None,
     batch_size: int = 32,
     progress: ProgressCallback | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> PreparedDataset:
     """Prepare a dataset spec once into the cache (or reuse a matching prepared copy).
 
@@ -584,6 +594,9 @@ def prepare(
             (False), or use it when present (None).
         batch_size: Images per work unit (does not change the bytes).
         progress: Progress callback.
+        executor: ``local`` (default: ``workers`` threads) or ``ray`` (each chunk is a Ray task; the
+            prepared folder is identical, see :mod:`ovdiv.data.executor_ray`).
+        ray_address: Ray cluster for ``executor="ray"`` (default: a running cluster, else a local Ray).
 
     Returns:
         The :class:`PreparedDataset`.
@@ -592,6 +605,9 @@ def prepare(
         DataError: Bad spec or input (see :func:`plan`); CorruptImageError when ``strict``.
         CacheError: The cache folder cannot be written.
     """
+    from ovdiv.raycluster import check_executor
+
+    executor = check_executor(executor, ray_address)
     p = plan(
         spec, limit=limit, subset=subset, data_root=data_root, seed=seed, size=size,
         jpeg_quality=jpeg_quality, classes=classes, published=published,
@@ -617,7 +633,10 @@ def prepare(
     tmp = parent / f".tmp-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        _write_prepared(p, tmp, workers=workers, strict=strict, batch_size=batch_size, progress=progress)
+        with _executor_session(executor, ray_address):
+            _write_prepared(
+                p, tmp, workers=workers, strict=strict, batch_size=batch_size, progress=progress, executor=executor
+            )
         try:
             os.rename(tmp, final)
         except OSError:
@@ -635,8 +654,27 @@ def prepare(
     return PreparedDataset.open(final)
 
 
+@contextlib.contextmanager
+def _executor_session(executor: str, ray_address: str | None) -> Iterator[None]:
+    """A Ray connection around the block for ``executor="ray"`` (reused when one is already open)."""
+    if executor != "ray":
+        yield
+        return
+    from ovdiv.raycluster import connect
+
+    with connect(ray_address):
+        yield
+
+
 def _write_prepared(
-    p: DatasetPlan, tmp: Path, *, workers: int | None, strict: bool, batch_size: int, progress: ProgressCallback | None
+    p: DatasetPlan,
+    tmp: Path,
+    *,
+    workers: int | None,
+    strict: bool,
+    batch_size: int,
+    progress: ProgressCallback | None,
+    executor: str = "local",
 ) -> None:
     n = len(p)
     images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(n, p.size, p.size, 3))
@@ -648,7 +686,7 @@ def _write_prepared(
         labels[offset : offset + k] = chunk.labels
 
     _, _, skipped = materialise(
-        p, workers=workers, batch_size=batch_size, strict=strict, progress=progress, write=write
+        p, workers=workers, batch_size=batch_size, strict=strict, progress=progress, write=write, executor=executor
     )
     n_ok = n - len(skipped)
     images.flush()
@@ -725,7 +763,11 @@ def prepare_many(specs: Sequence[str], **kwargs: Any) -> list[PreparedDataset]:
 
     Args:
         specs: Dataset specs.
-        **kwargs: Passed to :func:`prepare` (``limit``, ``cache_dir``, ``seed``, ``progress``, ...).
+        **kwargs: Passed to :func:`prepare` (``limit``, ``cache_dir``, ``seed``, ``progress``, ``executor``, ...).
     """
+    from ovdiv.raycluster import check_executor
+
     expanded = [one for spec in specs for one in expand_spec(spec)]
-    return [prepare(one, **kwargs) for one in expanded]
+    executor = check_executor(kwargs.get("executor"), kwargs.get("ray_address"))
+    with _executor_session(executor, kwargs.get("ray_address")):  # one connection for every spec
+        return [prepare(one, **kwargs) for one in expanded]

@@ -18,12 +18,13 @@ for one ensemble or every k-subset of the pool, without running any model.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,67 @@ __all__ = ["evaluate", "Evaluator"]
 log = logging.getLogger("ovdiv.evaluate")
 
 Chunk = tuple[int, int]
+AttributionBatch = tuple[int, int, np.ndarray, np.ndarray, np.ndarray]
+"""``(start, size, labels (B,), pool logits (M, B, C), targets (M, B))`` of one attribution batch."""
+
+
+def fold_attribution_chunk(
+    names: Sequence[str],
+    num_classes: int,
+    options: EvalOptions,
+    start: int,
+    batches: Sequence[AttributionBatch],
+    chunk_maps: Iterable[Sequence[np.ndarray]],
+    ex_sel: npt.NDArray[np.int64],
+    on_images: Callable[[int], None] | None = None,
+) -> tuple[Any, list[np.ndarray]]:
+    """Fold one attribution chunk: every batch's member maps into fresh pairwise statistics, in batch order.
+
+    Args:
+        names: Pool member names.
+        num_classes: Classes.
+        options: Run options (attribution norm).
+        start: First image of the chunk.
+        batches: The chunk's :data:`AttributionBatch` es.
+        chunk_maps: Per batch, every member's maps ``(B, 3, h, w)``.
+        ex_sel: Chunk-local indices of the report's example maps to keep.
+        on_images: Called with each batch's size once it is folded (progress).
+
+    Returns:
+        ``(statistics, kept example maps per batch)``: the same bytes wherever it runs (locally, or in a
+        Ray task of the Ray executor).
+    """
+    from ovdiv.evaluate.scoring import new_attribution_stats, postprocess_maps
+
+    stats = new_attribution_stats(names, num_classes, options)
+    keep: list[np.ndarray] = []
+    for (b, n_b, labels, lg, _targets), member_maps in zip(batches, chunk_maps, strict=True):
+        maps = _stack_maps(member_maps)
+        stats.update(lg, labels, maps)
+        local = ex_sel[(ex_sel >= b - start) & (ex_sel < b - start + n_b)] - (b - start)
+        if local.size:
+            keep.append(postprocess_maps(maps[:, local]))
+        del maps
+        if on_images is not None:
+            on_images(n_b)
+    return stats, keep
+
+
+def make_explainer(method: AttributionMethod, member: Member, batch_size: int) -> Any:
+    """The attribution object of ``method`` for one member (its VJP graph compiles once, on first use)."""
+    attr: Any = importlib.import_module("ovdiv.attribution")
+    cls = {
+        AttributionMethod.SALIENCY: attr.Saliency,
+        AttributionMethod.IG: attr.IntegratedGradients,
+        AttributionMethod.SMOOTHGRAD: attr.SmoothGrad,
+        AttributionMethod.INPUT_X_GRADIENT: attr.InputXGradient,
+    }[method]
+    return cls(member, batch_size=batch_size)
+
+
+def attribute_batch(explainer: Any, images: np.ndarray, target: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """One member's attribution maps ``(B, 3, h, w)`` of one batch: the same call locally and in a Ray actor."""
+    return np.asarray(explainer.attribute(images, target=target, **params))
 
 
 def _as_ensemble(
@@ -176,6 +238,16 @@ class Evaluator:
         self.progress = progress
         self.timings: dict[str, float] = {}
         self._explainer_cache: list[Any] | None = None
+
+    # ---- executor ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Resources held while units run (the local engine holds none; the Ray executor its cluster and actors)."""
+        yield
+
+    def executor_evidence(self) -> dict[str, Any]:
+        """``metadata["executor"]``: where the units ran."""
+        return {"kind": "local"}
 
     # ---- helpers ----------------------------------------------------------------------------
     def _tick(self, stage: str, t0: float) -> None:
@@ -350,9 +422,13 @@ class Evaluator:
         self.cache.count("features", False)
         n = min(self.opt.cka_samples, len(ds))
         self.progress(Progress(f"features {m.name} @ {spec}", 0, n))
-        feats = m.features(np.asarray(ds.images[:n]), batch_size=self.opt.batch_size)
+        feats = self._member_features(m, np.asarray(ds.images[:n]))
         self.cache.save_npz(path, **feats)
         self.progress(Progress(f"features {m.name} @ {spec}", n, n))
+
+    def _member_features(self, m: Member, images: np.ndarray) -> dict[str, np.ndarray]:
+        """CKA features of one member on ``images`` (the unit computation; the Ray executor runs it in an actor)."""
+        return m.features(images, batch_size=self.opt.batch_size)
 
     def load_features(self, m: Member, ds: Any) -> dict[str, np.ndarray] | None:
         """Cached CKA features of one member, or None."""
@@ -387,15 +463,7 @@ class Evaluator:
         """One attribution object per member, built once per run (VJP models compile once, not per dataset)."""
         if self._explainer_cache is not None:
             return self._explainer_cache
-        attr: Any = importlib.import_module("ovdiv.attribution")
-
-        cls = {
-            AttributionMethod.SALIENCY: attr.Saliency,
-            AttributionMethod.IG: attr.IntegratedGradients,
-            AttributionMethod.SMOOTHGRAD: attr.SmoothGrad,
-            AttributionMethod.INPUT_X_GRADIENT: attr.InputXGradient,
-        }[self.opt.attribution]
-        self._explainer_cache = [cls(m, batch_size=self.opt.batch_size) for m in self.ens]
+        self._explainer_cache = [make_explainer(self.opt.attribution, m, self.opt.batch_size) for m in self.ens]
         return self._explainer_cache
 
     def run_gradient_check(self, ds: Any) -> dict[str, dict[str, Any]]:
@@ -415,7 +483,6 @@ class Evaluator:
 
         from ovdiv.atomic import write_json
 
-        attr: Any = importlib.import_module("ovdiv.attribution")
         _, imgs, _ = next(ds.batches(4, start=0, stop=4))
         task = f"gradient check ({self.opt.gradient_check})"
         evidence: dict[str, dict[str, Any]] = {}
@@ -431,9 +498,7 @@ class Evaluator:
                 evidence[m.name] = {**json.loads(path.read_text()), "cached": True}
                 continue
             self.cache.count("gradient_check", False)
-            rep = attr.check_gradients(
-                self._explainers()[k], np.asarray(imgs), self.opt.gradient_check, name=m.name, seed=self.opt.seed
-            )
+            rep = self._check_member_gradients(k, np.asarray(imgs))
             reports.append(rep)
             evidence[m.name] = rep.to_dict()
             if rep.passed:
@@ -450,6 +515,14 @@ class Evaluator:
                 raise GradientCheckError(exc.message + also, exc.hint) from None
         return evidence
 
+    def _check_member_gradients(self, k: int, images: np.ndarray) -> Any:
+        """Gradient-check report of member ``k`` on ``images`` (the Ray executor runs it in the member's actor)."""
+        attr: Any = importlib.import_module("ovdiv.attribution")
+        m = self.ens[k]
+        return attr.check_gradients(
+            self._explainers()[k], images, self.opt.gradient_check, name=m.name, seed=self.opt.seed
+        )
+
     def _targets(self, logits: np.ndarray, labels: np.ndarray, start: int) -> np.ndarray:
         """Target classes ``(M, B)`` for one batch of pool logits ``(M, B, C)``."""
         t = self.opt.attribution_target
@@ -465,8 +538,6 @@ class Evaluator:
 
     def run_attribution(self, ds: Any, spec: str) -> None:
         """Fold attribution maps of this shard's chunks into cached pairwise statistics."""
-        from ovdiv.evaluate.scoring import new_attribution_stats, postprocess_maps
-
         n_att = self.attribution_n(ds)
         if n_att == 0:
             return
@@ -478,41 +549,18 @@ class Evaluator:
             self.cache.count("attribution", True)
         if not missing:
             return
-        explainers = self._explainers()
         task = f"attribution {self.opt.attribution} @ {spec}"
         total = sum(e - s for _, (s, e) in todo)
         done = total - sum(e - s for _, (s, e) in missing)
-        for i, (s, e) in missing:
-            stats = new_attribution_stats(self.ens.names, self.ens.num_classes, self.opt)
-            pool_logits = self.chunk_logits(ds, s, e)
-            keep: list[np.ndarray] = []
-            ex_sel: npt.NDArray[np.int64] = np.empty(0, np.int64)  # chunk-local indices of the report's example maps
-            if i == 0 and self.opt.examples > 0:
-                from ovdiv.metrics import ensemble_predict
 
-                chunk_labels = np.asarray(ds.labels[s:e], np.int64)
-                chunk_ens = np.asarray(
-                    ensemble_predict(pool_logits, self.opt.consensus[0], seed=self.opt.seed, index_offset=s), np.int64
-                )
-                chunk_members = pool_logits.argmax(axis=2).astype(np.int64)
-                ex_sel = pick_examples(chunk_members, chunk_labels, chunk_ens, self.opt.examples)
-            for b, imgs, labels in ds.batches(self.opt.batch_size, start=s, stop=e):
-                lg = pool_logits[:, b - s : b - s + len(imgs)]
-                targets = self._targets(lg, np.asarray(labels), b)
-                maps = _stack_maps(
-                    [
-                        np.asarray(ex.attribute(np.asarray(imgs), target=targets[k], **self.opt.attribution_params))
-                        for k, ex in enumerate(explainers)
-                    ]
-                )
-                stats.update(lg, np.asarray(labels), maps)
-                local = ex_sel[(ex_sel >= b - s) & (ex_sel < b - s + len(imgs))] - (b - s)
-                if local.size:
-                    keep.append(postprocess_maps(maps[:, local]))
-                del maps
-                done += len(imgs)
-                self.progress(Progress(task, done, total))
+        def on_images(n: int) -> None:
+            nonlocal done
+            done += n
+            self.progress(Progress(task, done, total))
+
+        for (i, (s, e)), (stats, keep) in zip(missing, self._attribution_folds(ds, missing, on_images), strict=True):
             if keep:
+                ex_sel, chunk_labels, chunk_ens, chunk_members = self.attribution_examples(ds, i, s, e)
                 self.cache.save_npz(
                     d / "examples.npz",
                     images=np.concatenate([np.asarray(ds.images[s + j : s + j + 1]) for j in ex_sel]),
@@ -526,6 +574,76 @@ class Evaluator:
                     method=np.asarray(str(self.opt.attribution)),
                 )
             stats.save(d / self.cache.chunk_name(s, e, "npz"))
+
+    def attribution_examples(
+        self, ds: Any, i: int, s: int, e: int
+    ) -> tuple[npt.NDArray[np.int64], np.ndarray, np.ndarray, np.ndarray]:
+        """``(chunk-local indices of the report's example maps, labels, ensemble and member predictions)``.
+
+        Examples come from the first chunk only; other chunks (or ``examples=0``) select none.
+        """
+        empty = np.empty(0, np.int64)
+        if i != 0 or self.opt.examples <= 0:
+            return empty, empty, empty, empty
+        from ovdiv.metrics import ensemble_predict
+
+        pool_logits = self.chunk_logits(ds, s, e)
+        chunk_labels = np.asarray(ds.labels[s:e], np.int64)
+        chunk_ens = np.asarray(
+            ensemble_predict(pool_logits, self.opt.consensus[0], seed=self.opt.seed, index_offset=s), np.int64
+        )
+        chunk_members = pool_logits.argmax(axis=2).astype(np.int64)
+        return (
+            pick_examples(chunk_members, chunk_labels, chunk_ens, self.opt.examples),
+            chunk_labels,
+            chunk_ens,
+            chunk_members,
+        )
+
+    def _attribution_folds(
+        self, ds: Any, chunks: Sequence[tuple[int, Chunk]], on_images: Callable[[int], None]
+    ) -> Iterator[tuple[Any, list[np.ndarray]]]:
+        """Per ``(index, (start, stop))`` chunk, in order: its folded statistics and kept example maps.
+
+        Locally the maps of each batch are computed and folded at once (:func:`fold_attribution_chunk`); the
+        Ray executor folds each chunk in a task fed by the member actors.
+        """
+        for (i, (s, e)), (batches, chunk_maps) in zip(chunks, self._attribution_maps(ds, chunks), strict=True):
+            ex_sel = self.attribution_examples(ds, i, s, e)[0]
+            yield fold_attribution_chunk(
+                self.ens.names, self.ens.num_classes, self.opt, s, batches, chunk_maps, ex_sel, on_images
+            )
+
+    def attribution_batches(self, ds: Any, s: int, e: int) -> list[AttributionBatch]:
+        """The batches of attribution chunk ``[s, e)``: ``(start, size, labels, pool logits, targets (M, B))``."""
+        pool_logits = self.chunk_logits(ds, s, e)
+        out = []
+        for b in range(s, e, self.opt.batch_size):
+            n_b = min(b + self.opt.batch_size, e) - b
+            labels = np.asarray(ds.labels[b : b + n_b])
+            lg = pool_logits[:, b - s : b - s + n_b]
+            out.append((b, n_b, labels, lg, self._targets(lg, labels, b)))
+        return out
+
+    def _attribution_maps(
+        self, ds: Any, chunks: Sequence[tuple[int, Chunk]]
+    ) -> Iterator[tuple[list[AttributionBatch], Iterator[list[np.ndarray]]]]:
+        """Per ``(index, (start, stop))`` chunk: its batches, and per batch every member's maps ``(B, 3, h, w)``.
+
+        The unit computation of attribution; computed lazily here, one batch at a time (the Ray executor
+        overrides it to compute batches in member actors ahead of the fold).
+        """
+        explainers = self._explainers()
+        params = self.opt.attribution_params
+
+        def chunk(batches: list[AttributionBatch]) -> Iterator[list[np.ndarray]]:
+            for b, n_b, _labels, _lg, targets in batches:
+                imgs = np.asarray(ds.images[b : b + n_b])
+                yield [attribute_batch(ex, imgs, targets[k], params) for k, ex in enumerate(explainers)]
+
+        for _i, (s, e) in chunks:
+            batches = self.attribution_batches(ds, s, e)
+            yield batches, chunk(batches)
 
     def load_attribution(self, ds: Any) -> Any | None:
         """Merged pairwise attribution statistics of the pool on one dataset (None: off or incomplete)."""
@@ -585,6 +703,8 @@ def evaluate(
     ci_method: str = "percentile",
     binomial: str = "clopper-pearson",
     gradient_check: str = "quick",
+    executor: str = "local",
+    ray_address: str | None = None,
     out: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
 ) -> EvalResult:
@@ -624,6 +744,10 @@ def evaluate(
         gradient_check: ``quick`` (default), ``full`` or ``off``: before any attribution, each member's VJP
             graph is checked against finite differences of its own forward on the first images of the first
             dataset (:func:`ovdiv.attribution.check_gradients`); outcomes go to ``metadata["gradient_check"]``.
+        executor: ``local`` (default) or ``ray``: the same work units in Ray actors (one compiled model per
+            actor), merged by this process into the same cache; results equal a local run's
+            (:mod:`ovdiv.evaluate.executor_ray`). ``metadata["executor"]`` records where they ran.
+        ray_address: Ray cluster for ``executor="ray"`` (None/``auto``: a running cluster, else a local Ray).
         out: Write ``results.json``, ``results.csv`` and ``extras/`` here.
         progress: Progress callback.
 
@@ -636,8 +760,6 @@ def evaluate(
             written to ``out`` in that case.
     """
     t_start = time.perf_counter()
-    from ovdiv.evaluate.scoring import score_dataset
-
     progress = progress or no_progress
     opt = EvalOptions.build(
         subset_size=subset_size,
@@ -660,6 +782,8 @@ def evaluate(
         ci_method=ci_method,
         binomial=binomial,
         gradient_check=gradient_check,
+        executor=executor,
+        ray_address=ray_address,
     )
     given: list[Any] = [datasets] if isinstance(datasets, str) or hasattr(datasets, "batches") else list(datasets)
     items: list[Any] = []
@@ -679,8 +803,21 @@ def evaluate(
         for m in ens:
             check(m)
     cache = EvalCache(cache_dir)
-    ev = Evaluator(ens, opt, cache=cache, data_root=data_root, data_cache_dir=cache_dir, progress=progress)
+    ev_cls: type[Evaluator] = Evaluator
+    if opt.executor == "ray":
+        from ovdiv.evaluate.executor_ray import RayEvaluator
 
+        ev_cls = RayEvaluator
+    ev = ev_cls(ens, opt, cache=cache, data_root=data_root, data_cache_dir=cache_dir, progress=progress)
+    with ev.session():
+        prepared, grad_check = _run_units(ev, specs, items)
+    metadata = _metadata(ev, specs, prepared, grad_check)
+    return _finish(ev, specs, prepared, metadata, t_start=t_start, out=out)
+
+
+def _run_units(ev: Evaluator, specs: Sequence[str], items: Sequence[Any]) -> tuple[list[Any], dict[str, Any]]:
+    """Prepare the datasets and compute every missing unit of this shard; returns ``(datasets, gradient check)``."""
+    opt, ens, progress = ev.opt, ev.ens, ev.progress
     t0 = time.perf_counter()
     prepared = []
     for spec, item in zip(specs, items, strict=True):
@@ -692,11 +829,12 @@ def evaluate(
             prepare(
                 spec,
                 limit=opt.limit,
-                data_root=data_root,
-                cache_dir=cache_dir,
+                data_root=ev.data_root,
+                cache_dir=ev.data_cache_dir,
                 seed=opt.seed,
                 workers=opt.workers,
                 progress=progress,
+                executor=opt.executor,
             )
         )
     ev._tick("prepare", t0)
@@ -719,8 +857,15 @@ def evaluate(
         t0 = time.perf_counter()
         ev.run_attribution(ds, spec)
         ev._tick("attribution", t0)
+    return prepared, grad_check
 
-    metadata: dict[str, Any] = {
+
+def _metadata(
+    ev: Evaluator, specs: Sequence[str], prepared: Sequence[Any], grad_check: dict[str, Any]
+) -> dict[str, Any]:
+    """The run's evidence (``results.json``'s ``metadata`` before timings and cache statistics)."""
+    ens, opt = ev.ens, ev.opt
+    return {
         "versions": tool_versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": sorted({m.device for m in ens})[0] if len({m.device for m in ens}) == 1 else "mixed",
@@ -733,8 +878,23 @@ def evaluate(
         "options": opt.to_dict(),
         "ci": opt.ci_metadata(),
         "gradient_check": grad_check,
+        "executor": ev.executor_evidence(),
     }
 
+
+def _finish(
+    ev: Evaluator,
+    specs: Sequence[str],
+    prepared: Sequence[Any],
+    metadata: dict[str, Any],
+    *,
+    t_start: float,
+    out: str | os.PathLike[str] | None,
+) -> EvalResult:
+    """Score the cached units (or report an incomplete shard) and write ``out``."""
+    from ovdiv.evaluate.scoring import score_dataset
+
+    ens, opt, cache = ev.ens, ev.opt, ev.cache
     complete = (
         all(ev.logits_complete(m, ds) for ds in prepared for m in ens)
         and all(ev.attribution_complete(ds) for ds in prepared)

@@ -89,6 +89,9 @@ class EvalOptions:
         gradient_check: ``quick`` (default), ``full`` or ``off``: each member's VJP graph is checked against
             finite differences of its own forward before its attributions are used
             (:func:`ovdiv.attribution.check_gradients`).
+        executor: ``local`` (default: this process) or ``ray`` (the same work units on a Ray cluster,
+            :mod:`ovdiv.evaluate.executor_ray`). Recorded in ``metadata["executor"]``, not in the options.
+        ray_address: Ray cluster of ``executor="ray"`` (None: a running cluster, else a local Ray).
     """
 
     subset_size: int | None = None
@@ -111,6 +114,8 @@ class EvalOptions:
     ci_method: str = "percentile"
     binomial: str = "clopper-pearson"
     gradient_check: str = "quick"
+    executor: str = "local"
+    ray_address: str | None = None
 
     @classmethod
     def build(
@@ -136,8 +141,12 @@ class EvalOptions:
         ci_method: str = "percentile",
         binomial: str = "clopper-pearson",
         gradient_check: str = "quick",
+        executor: str = "local",
+        ray_address: str | None = None,
     ) -> EvalOptions:
         """Validate user-facing values (strings from the CLI or Python) into options."""
+        from ovdiv.raycluster import check_executor
+
         rules = [consensus] if isinstance(consensus, str | Consensus) else list(consensus)
         if not rules:
             rules = ["average"]
@@ -173,11 +182,14 @@ class EvalOptions:
             ci_method=str(ci_method).lower(),
             binomial=str(binomial).lower(),
             gradient_check=_gradient_check(gradient_check),
+            executor=check_executor(executor, ray_address),
+            ray_address=None if ray_address is None else str(ray_address),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready options (enums as strings)."""
         d = dataclasses.asdict(self)
+        del d["executor"], d["ray_address"]  # where the work ran, not what it computed: metadata["executor"]
         d["consensus"] = [str(c) for c in self.consensus]
         for k in ("attribution", "attribution_target", "attribution_norm"):
             d[k] = str(d[k])
