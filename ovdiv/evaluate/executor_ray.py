@@ -50,11 +50,19 @@ import numpy as np
 
 from ovdiv.errors import ConfigError, OvdivError
 from ovdiv.evaluate.engine import AttributionBatch, Chunk, Evaluator, _ChunkRouter, attribute_batch, make_explainer
-from ovdiv.raycluster import cluster_evidence, connect, is_lost, ray_get
+from ovdiv.raycluster import _root_cause, cluster_evidence, connect, is_lost, ray_get
 from ovdiv.runtime import Member
 from ovdiv.types import AttributionMethod, Progress
 
-__all__ = ["MemberWorker", "RayEvaluator", "SharedImages", "actor_layout", "open_shared", "shared_images_of"]
+__all__ = [
+    "MemberWorker",
+    "RayEvaluator",
+    "SharedDataUnavailable",
+    "SharedImages",
+    "actor_layout",
+    "open_shared",
+    "shared_images_of",
+]
 
 log = logging.getLogger("ovdiv.evaluate")
 
@@ -62,6 +70,13 @@ MAX_RESUBMITS = 5
 ACTOR_RESTARTS = 4
 TASK_RETRIES = 4
 PLACEMENT_TIMEOUT_S = 300.0
+
+
+class SharedDataUnavailable(OSError):
+    """Raised in an actor sent :class:`SharedImages` it cannot read (restarted on a node without the folder).
+
+    Not a user error: the driver switches that dataset to the object store and submits the unit again.
+    """
 
 
 @dataclass(frozen=True)
@@ -95,7 +110,9 @@ def shared_images_of(ds: Any) -> SharedImages | None:
         nbytes = npy.stat().st_size
     except (OSError, ValueError):
         return None
-    if manifest.get("manifest_hash") != ds.manifest.get("manifest_hash"):
+    if manifest.get("manifest_hash") != ds.manifest.get("manifest_hash") or len(images) != manifest.get("n"):
+        return None  # another dataset, or a view of part of the file: rows would not line up
+    if not images.flags.c_contiguous:
         return None
     return SharedImages(str(Path(folder).resolve()), str(manifest["manifest_hash"]), nbytes, 0, len(images))
 
@@ -172,7 +189,7 @@ class MemberWorker:
         if not isinstance(images, SharedImages):
             return images
         if not self.probe_shared(images):  # e.g. restarted on a node without the folder
-            raise OSError(f"prepared dataset {images.folder} is not readable on this node")
+            raise SharedDataUnavailable(f"prepared dataset {images.folder} is not readable on this node")
         arr = self._shared[images.manifest_hash]
         assert arr is not None
         return np.ascontiguousarray(arr[images.start : images.stop])
@@ -286,6 +303,7 @@ class RayEvaluator(Evaluator):
         self._evidence: dict[str, Any] = {"kind": "ray"}
         self._transport: dict[str, dict[int, SharedImages | None]] = {}  # manifest_hash -> actor index -> source
         self._data_evidence: dict[str, dict[str, Any]] = {}  # dataset spec -> transport used
+        self._spec_of: dict[str, str] = {}  # manifest_hash -> dataset spec
 
     # ---- session: cluster + actors -----------------------------------------------------------
     @contextlib.contextmanager
@@ -391,10 +409,23 @@ class RayEvaluator(Evaluator):
                 "shared_actors": n_shared,
                 "actors": len(flat),
             }
+            self._spec_of[key] = str(ds.manifest.get("spec", key))
             log.info(
                 "dataset %s: images %s (%d of %d actors read the shared folder)", key[:12], kind, n_shared, len(flat)
             )
         return self._transport[key]
+
+    def _shared_miss(self, exc: BaseException) -> bool:
+        """True (after switching every dataset to the object store) when ``exc`` is an actor's shared-read miss."""
+        if not isinstance(_root_cause(self._ray, exc), SharedDataUnavailable):
+            return False
+        log.warning("an actor could not read the shared data folder; using the object store from now on")
+        for key, sources in self._transport.items():
+            if any(v is not None for v in sources.values()):
+                for j in sources:
+                    sources[j] = None
+                self._data_evidence[self._spec_of[key]]["fell_back_to_object_store"] = True
+        return True
 
     def _flat(self, k: int, j: int) -> int:
         return sum(len(r) for r in self._actors[:k]) + j % len(self._actors[k])
@@ -412,6 +443,9 @@ class RayEvaluator(Evaluator):
             except OvdivError:
                 raise
             except Exception as exc:
+                if attempt < MAX_RESUBMITS and self._shared_miss(exc):
+                    ref = resubmit()
+                    continue
                 if not is_lost(self._ray, exc) or attempt == MAX_RESUBMITS:
                     raise
                 log.warning("a unit was lost with its worker (%s); submitting it again", type(exc).__name__)
@@ -484,6 +518,9 @@ class RayEvaluator(Evaluator):
             except OvdivError:
                 raise
             except Exception as exc:
+                if attempt < MAX_RESUBMITS and self._shared_miss(exc):
+                    submit(i, k, c, attempt + 1)
+                    continue
                 if not is_lost(ray, exc) or attempt >= MAX_RESUBMITS:
                     raise
                 log.warning("logits chunk %d of %s lost (%s); submitting it again", i, self.ens[k].name, exc)
