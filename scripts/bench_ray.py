@@ -190,7 +190,10 @@ def main() -> None:
             "fold_s_per_batch_3_members": round(fold3, 4),
             "fold_s_per_batch_14_members": round(fold14, 4),
         },
-        "ray_executor": {k: executor[k] for k in ("nodes", "cpus", "actors_per_member", "cpus_per_actor")},
+        "ray_executor": {
+            k: executor[k]
+            for k in ("nodes", "cpus", "actors_per_member", "cpus_per_actor", "threads_per_actor", "data_transport")
+        },
         "study_model": {
             "study": STUDY,
             "single_node_efficiency": round(efficiency, 3),

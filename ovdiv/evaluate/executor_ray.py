@@ -12,12 +12,17 @@ running in a Ray task fed directly by the member actors:
   once and compiling it (and its VJP graph when attribution is on) on first use — never per batch. Logits
   are computed with the same ``Member.submit_batches`` over the same batch boundaries, maps with the same
   :func:`~ovdiv.evaluate.engine.attribute_batch`, so their bytes equal a local run's. Resources: ``num_cpus``
-  a share of a node's CPUs (OpenVINO's CPU plugin sizes its own streams/threads to the node), ``num_gpus``
-  for a CUDA device (torch members), a custom ``intel_gpu`` resource for OpenVINO GPU devices (start such
-  nodes with ``ray start --resources '{"intel_gpu": 1}'``).
-* **Data** go through Ray's object store: each chunk's images are ``ray.put`` once and shared by the
-  members' tasks; maps go from the actors to the chunk's fold task; logits, features and folded
-  statistics come back to the driver.
+  a share of a node's CPUs, and an OpenVINO CPU actor compiles with as many threads (``INFERENCE_NUM_THREADS``
+  = the integer part of its CPUs, at least 1, ``NUM_STREAMS=1``), so co-located actors do not oversubscribe
+  the node (f32 bytes do not depend on the thread count: ``scripts/check_ov_threads.py``); ``num_gpus`` for
+  a CUDA device (torch members), a custom ``intel_gpu`` resource for OpenVINO GPU devices (start such nodes
+  with ``ray start --resources '{"intel_gpu": 1}'``).
+* **Data**: a prepared dataset (the data cache's memmapped ``images.npy``) that an actor finds at the same
+  path with the same manifest (probed once per actor and dataset) is read by the actor itself — the driver
+  sends only the folder and the chunk's rows (:class:`SharedImages`); otherwise (in-memory data, a node
+  without the shared folder) each chunk's images are ``ray.put`` once and shared through Ray's object store.
+  Maps go from the actors to the chunk's fold task; logits, features and folded statistics come back to the
+  driver.
 * **The driver writes**: each finished unit is saved at once through the engine's atomic cache writes, so
   a killed driver resumes from the cache like a local run, and the files are the local engine's files.
 * **Faults**: actors restart (``max_restarts``) and retry tasks lost with a worker or node
@@ -34,19 +39,30 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ovdiv.errors import ConfigError, OvdivError
 from ovdiv.evaluate.engine import AttributionBatch, Chunk, Evaluator, _ChunkRouter, attribute_batch, make_explainer
-from ovdiv.raycluster import cluster_evidence, connect, is_lost, ray_get
+from ovdiv.raycluster import _root_cause, cluster_evidence, connect, is_lost, ray_get
 from ovdiv.runtime import Member
 from ovdiv.types import AttributionMethod, Progress
 
-__all__ = ["MemberWorker", "RayEvaluator", "actor_layout"]
+__all__ = [
+    "MemberWorker",
+    "RayEvaluator",
+    "SharedDataUnavailable",
+    "SharedImages",
+    "actor_layout",
+    "open_shared",
+    "shared_images_of",
+]
 
 log = logging.getLogger("ovdiv.evaluate")
 
@@ -54,6 +70,73 @@ MAX_RESUBMITS = 5
 ACTOR_RESTARTS = 4
 TASK_RETRIES = 4
 PLACEMENT_TIMEOUT_S = 300.0
+
+
+class SharedDataUnavailable(OSError):
+    """Raised in an actor sent :class:`SharedImages` it cannot read (restarted on a node without the folder).
+
+    Not a user error: the driver switches that dataset to the object store and submits the unit again.
+    """
+
+
+@dataclass(frozen=True)
+class SharedImages:
+    """Rows ``start:stop`` of a prepared dataset's ``images.npy``, read by the actor from shared storage.
+
+    Sent instead of the images when the actor found the same prepared folder (same ``manifest_hash``, same
+    ``images.npy`` size) at the same path on its node (:func:`open_shared`).
+    """
+
+    folder: str
+    manifest_hash: str
+    nbytes: int
+    start: int
+    stop: int
+
+
+def shared_images_of(ds: Any) -> SharedImages | None:
+    """The whole of ``ds`` as :class:`SharedImages` when it is a prepared folder's memmap, else None."""
+    import json
+
+    images = getattr(ds, "images", None)
+    folder = getattr(ds, "path", None)
+    if not isinstance(images, np.memmap) or folder is None or images.filename is None:
+        return None
+    npy = Path(folder) / "images.npy"
+    try:
+        if not npy.samefile(images.filename):
+            return None
+        manifest = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
+        nbytes = npy.stat().st_size
+    except (OSError, ValueError):
+        return None
+    if manifest.get("manifest_hash") != ds.manifest.get("manifest_hash") or len(images) != manifest.get("n"):
+        return None  # another dataset, or a view of part of the file: rows would not line up
+    if not images.flags.c_contiguous:
+        return None
+    return SharedImages(str(Path(folder).resolve()), str(manifest["manifest_hash"]), nbytes, 0, len(images))
+
+
+def open_shared(src: SharedImages) -> np.ndarray | None:
+    """The memmapped images of ``src``'s folder on this node, or None when not there (or not the same).
+
+    Cheap: reads ``manifest.json`` and stats ``images.npy``; the bytes are read only when a slice is used.
+    ``$OVDIV_RAY_NO_SHARED`` (any non-empty value) on a node makes it answer None (tests; a node whose
+    mount is slow).
+    """
+    import json
+
+    if os.environ.get("OVDIV_RAY_NO_SHARED"):
+        return None
+    folder = Path(src.folder)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        if manifest.get("manifest_hash") != src.manifest_hash or (folder / "images.npy").stat().st_size != src.nbytes:
+            return None
+        images = np.load(folder / "images.npy", mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    return images if isinstance(images, np.ndarray) and len(images) >= src.stop else None
 
 
 class MemberWorker:
@@ -67,17 +150,49 @@ class MemberWorker:
         backend: Backend string.
         attribution: Attribution method (``none``: no explainer).
         batch_size: Images per inference request.
+        threads: OpenVINO CPU threads of this actor (one stream), its declared CPUs; None: the plugin's default
+            (the whole node).
     """
 
     def __init__(
-        self, path: str, name: str, device: str, precision: str, backend: str, attribution: str, batch_size: int
+        self,
+        path: str,
+        name: str,
+        device: str,
+        precision: str,
+        backend: str,
+        attribution: str,
+        batch_size: int,
+        threads: int | None = None,
     ) -> None:
         self.spec = (path, name, device, precision, backend)
         self.attribution = AttributionMethod(attribution)
         self.batch_size = batch_size
+        self.threads = threads
         self._member: Member | None = None
         self._explainer: Any = None
         self._compiled = False
+        self._shared: dict[str, np.ndarray | None] = {}
+        if threads is not None and backend == "openvino" and device.upper().startswith("CPU"):
+            from ovdiv.runtime.openvino_member import set_cpu_threads
+
+            set_cpu_threads(threads)  # before any compile in this process: member, VJP graph, gradient check
+
+    def probe_shared(self, src: SharedImages) -> bool:
+        """Whether ``src``'s prepared folder is readable here with the same manifest (checked once per dataset)."""
+        if src.manifest_hash not in self._shared:
+            self._shared[src.manifest_hash] = open_shared(src)
+        return self._shared[src.manifest_hash] is not None
+
+    def _images(self, images: np.ndarray | SharedImages) -> np.ndarray:
+        """The images of a unit: as sent, or read from the shared prepared folder."""
+        if not isinstance(images, SharedImages):
+            return images
+        if not self.probe_shared(images):  # e.g. restarted on a node without the folder
+            raise SharedDataUnavailable(f"prepared dataset {images.folder} is not readable on this node")
+        arr = self._shared[images.manifest_hash]
+        assert arr is not None
+        return np.ascontiguousarray(arr[images.start : images.stop])
 
     def member(self) -> Member:
         """The loaded member (loaded on first use, then kept)."""
@@ -94,8 +209,9 @@ class MemberWorker:
             self._explainer = make_explainer(self.attribution, self.member(), self.batch_size)
         return self._explainer
 
-    def logits(self, images: np.ndarray, start: int) -> np.ndarray:
+    def logits(self, images: np.ndarray | SharedImages, start: int) -> np.ndarray:
         """Logits ``(n, C)`` of one chunk: the engine's batches ``[start + j*bs, ...)`` through ``submit_batches``."""
+        images = self._images(images)
         m = self.member()
         n = len(images)
         router = _ChunkRouter([(start, start + n)], m.num_classes)
@@ -115,9 +231,12 @@ class MemberWorker:
         return check_gradients(self.explainer(), images, mode, name=self.member().name, seed=seed)
 
     def attribute(
-        self, images: np.ndarray, offset: int, n: int, target: np.ndarray, params: dict[str, Any]
+        self, images: np.ndarray | SharedImages, offset: int, n: int, target: np.ndarray, params: dict[str, Any]
     ) -> np.ndarray:
         """Maps of rows ``offset:offset+n`` of a chunk's images for ``target`` (one attribution batch)."""
+        if isinstance(images, SharedImages):
+            s = images.start + offset
+            images, offset = self._images(SharedImages(images.folder, images.manifest_hash, images.nbytes, s, s + n)), 0
         return attribute_batch(self.explainer(), np.asarray(images[offset : offset + n]), target, params)
 
     def ping(self) -> bool:
@@ -132,6 +251,12 @@ class MemberWorker:
 
         ctx = ray.get_runtime_context()
         m = self.member()
+        threads: int | None = None
+        if self._compiled:
+            with contextlib.suppress(Exception):  # OpenVINO members only
+                threads = int(m.compiled.get_property("INFERENCE_NUM_THREADS"))  # type: ignore[attr-defined]
+        if threads is None:
+            threads = self.threads
         return {
             "node_id": ctx.get_node_id(),
             "host": socket.gethostname(),
@@ -141,7 +266,13 @@ class MemberWorker:
             "precision": str(m.precision),
             "inference_precision": m.inference_precision if self._compiled else None,
             "runtime_version": m.runtime_version,
+            "threads": threads,
         }
+
+
+def actor_threads(cpus: float) -> int:
+    """OpenVINO CPU threads of an actor that declared ``cpus`` CPUs: their integer part, at least one."""
+    return max(1, int(cpus))
 
 
 def actor_layout(n_members: int, node_cpus: Sequence[float]) -> tuple[int, float]:
@@ -170,6 +301,9 @@ class RayEvaluator(Evaluator):
         self._ray: Any = None
         self._actors: list[list[Any]] = []
         self._evidence: dict[str, Any] = {"kind": "ray"}
+        self._transport: dict[str, dict[int, SharedImages | None]] = {}  # manifest_hash -> actor index -> source
+        self._data_evidence: dict[str, dict[str, Any]] = {}  # dataset spec -> transport used
+        self._spec_of: dict[str, str] = {}  # manifest_hash -> dataset spec
 
     # ---- session: cluster + actors -----------------------------------------------------------
     @contextlib.contextmanager
@@ -196,10 +330,12 @@ class RayEvaluator(Evaluator):
                 "gpus": cluster["gpus"],
                 "actors_per_member": replicas,
                 "cpus_per_actor": cpus,
+                "threads_per_actor": actor_threads(cpus),
             }
             try:
                 yield
                 self._collect_evidence()
+                self._evidence["data_transport"] = dict(sorted(self._data_evidence.items()))
             finally:
                 for row in self._actors:
                     for a in row:
@@ -207,6 +343,7 @@ class RayEvaluator(Evaluator):
                             sess.ray.kill(a)
                 self._actors = []
                 self._ray = None
+                self._transport = {}
 
     def _new_actor(self, m: Member, cpus: float) -> Any:
         ray = self._ray
@@ -225,7 +362,7 @@ class RayEvaluator(Evaluator):
         cls = ray.remote(MemberWorker).options(**opts)
         return cls.remote(
             str(m.path), m.name, m.device, str(m.precision), str(m.backend), str(self.opt.attribution),
-            self.opt.batch_size,
+            self.opt.batch_size, actor_threads(cpus),
         )  # fmt: skip
 
     def _collect_evidence(self) -> None:
@@ -236,7 +373,9 @@ class RayEvaluator(Evaluator):
             node = per_node.setdefault(
                 info["node_id"], {"node_id": info["node_id"], "ip": info["ip"], "host": info["host"], "members": []}
             )
-            node["members"].append({key: info[key] for key in ("member", "device", "precision", "inference_precision")})
+            node["members"].append(
+                {key: info[key] for key in ("member", "device", "precision", "inference_precision", "threads")}
+            )
             if info["inference_precision"] is not None:
                 self.ens[k].inference_precision = info["inference_precision"]
         for node in per_node.values():
@@ -246,6 +385,50 @@ class RayEvaluator(Evaluator):
     def executor_evidence(self) -> dict[str, Any]:
         """``metadata["executor"]``: ``kind``, ``address``, ``nodes``, ``cpus``, actors, ``per_node`` devices."""
         return dict(self._evidence)
+
+    # ---- data transport ---------------------------------------------------------------------
+    def _sources(self, ds: Any) -> dict[int, SharedImages | None]:
+        """Per actor (flat index): the dataset's :class:`SharedImages` when that actor reads it itself, else None.
+
+        A prepared dataset (memmapped ``images.npy`` of the data cache) is probed once per actor per dataset:
+        actors that see the same folder at the same path read their chunks from it; the others (and every
+        actor for in-memory data) get the images through Ray's object store.
+        """
+        whole = shared_images_of(ds)
+        key = str(ds.manifest["manifest_hash"])
+        if key not in self._transport:
+            flat = [a for row in self._actors for a in row]
+            ok = [False] * len(flat)
+            if whole is not None:
+                ok = self._call_all([(0, a) for a in flat], "probe_shared", whole)
+            self._transport[key] = {j: (whole if good else None) for j, good in enumerate(ok)}
+            n_shared = sum(bool(x) for x in ok)
+            kind = "shared" if n_shared == len(flat) else "object-store" if n_shared == 0 else "mixed"
+            self._data_evidence[str(ds.manifest.get("spec", key))] = {
+                "transport": kind,
+                "shared_actors": n_shared,
+                "actors": len(flat),
+            }
+            self._spec_of[key] = str(ds.manifest.get("spec", key))
+            log.info(
+                "dataset %s: images %s (%d of %d actors read the shared folder)", key[:12], kind, n_shared, len(flat)
+            )
+        return self._transport[key]
+
+    def _shared_miss(self, exc: BaseException) -> bool:
+        """True (after switching every dataset to the object store) when ``exc`` is an actor's shared-read miss."""
+        if not isinstance(_root_cause(self._ray, exc), SharedDataUnavailable):
+            return False
+        log.warning("an actor could not read the shared data folder; using the object store from now on")
+        for key, sources in self._transport.items():
+            if any(v is not None for v in sources.values()):
+                for j in sources:
+                    sources[j] = None
+                self._data_evidence[self._spec_of[key]]["fell_back_to_object_store"] = True
+        return True
+
+    def _flat(self, k: int, j: int) -> int:
+        return sum(len(r) for r in self._actors[:k]) + j % len(self._actors[k])
 
     # ---- submitting with fault handling -----------------------------------------------------
     def _actor(self, k: int, j: int) -> Any:
@@ -260,6 +443,9 @@ class RayEvaluator(Evaluator):
             except OvdivError:
                 raise
             except Exception as exc:
+                if attempt < MAX_RESUBMITS and self._shared_miss(exc):
+                    ref = resubmit()
+                    continue
                 if not is_lost(self._ray, exc) or attempt == MAX_RESUBMITS:
                     raise
                 log.warning("a unit was lost with its worker (%s); submitting it again", type(exc).__name__)
@@ -302,11 +488,17 @@ class RayEvaluator(Evaluator):
         for i, _, _ in units:
             left[i] = left.get(i, 0) + 1
         inflight: dict[Any, tuple[int, int, Chunk, int]] = {}
+        sources = self._sources(ds)
 
         def submit(i: int, k: int, c: Chunk, attempt: int) -> None:
-            if i not in images:
-                images[i] = ray.put(np.ascontiguousarray(ds.images[c[0] : c[1]]))
-            ref = self._actor(k, i).logits.remote(images[i], c[0])
+            shared = sources[self._flat(k, i)]
+            if shared is not None:
+                arg: Any = SharedImages(shared.folder, shared.manifest_hash, shared.nbytes, c[0], c[1])
+            else:
+                if i not in images:
+                    images[i] = ray.put(np.ascontiguousarray(ds.images[c[0] : c[1]]))
+                arg = images[i]
+            ref = self._actor(k, i).logits.remote(arg, c[0])
             inflight[ref] = (i, k, c, attempt)
 
         todo = iter(units)
@@ -326,6 +518,9 @@ class RayEvaluator(Evaluator):
             except OvdivError:
                 raise
             except Exception as exc:
+                if attempt < MAX_RESUBMITS and self._shared_miss(exc):
+                    submit(i, k, c, attempt + 1)
+                    continue
                 if not is_lost(ray, exc) or attempt >= MAX_RESUBMITS:
                     raise
                 log.warning("logits chunk %d of %s lost (%s); submitting it again", i, self.ens[k].name, exc)
@@ -337,7 +532,7 @@ class RayEvaluator(Evaluator):
             self.progress(Progress(task, done, total))
             left[i] -= 1
             if left[i] == 0:
-                del images[i]
+                images.pop(i, None)
 
     # ---- features and gradient check --------------------------------------------------------
     def _member_features(self, m: Member, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -372,21 +567,27 @@ class RayEvaluator(Evaluator):
         fold = ray.remote(num_cpus=0, max_retries=TASK_RETRIES, retry_exceptions=False)(_fold_task)
         names, n_cls = list(self.ens.names), self.ens.num_classes
         counter = iter(range(1 << 62))
+        sources = self._sources(ds)
 
         def submit(i: int, s: int, e: int) -> Any:
             batches = self.attribution_batches(ds, s, e)
-            img_ref = ray.put(np.ascontiguousarray(ds.images[s:e]))
+            img_ref: Any = None
             map_refs = []
             for b, n_b, _labels, _lg, targets in batches:
                 j = next(counter)
-                map_refs.append(
-                    [
-                        self._actor(k, j).attribute.remote(
-                            img_ref, b - s, n_b, np.ascontiguousarray(targets[k]), params
-                        )
-                        for k in range(len(self.ens))
-                    ]
-                )
+                row = []
+                for k in range(len(self.ens)):
+                    shared = sources[self._flat(k, j)]
+                    if shared is not None:
+                        arg: Any = SharedImages(shared.folder, shared.manifest_hash, shared.nbytes, s, e)
+                    else:
+                        if img_ref is None:
+                            img_ref = ray.put(np.ascontiguousarray(ds.images[s:e]))
+                        arg = img_ref
+                    row.append(
+                        self._actor(k, j).attribute.remote(arg, b - s, n_b, np.ascontiguousarray(targets[k]), params)
+                    )
+                map_refs.append(row)
             ex_sel = self.attribution_examples(ds, i, s, e)[0]
             return fold.remote(names, n_cls, self.opt, s, batches, map_refs, ex_sel)
 

@@ -25,7 +25,7 @@ from ovdiv.runtime.member import FloatArray32, Member, PendingBatches, load_card
 from ovdiv.runtime.preprocessing import check_images, resize_images
 from ovdiv.types import Backend, Precision, UInt8Images
 
-__all__ = ["OpenVINOMember", "core", "add_feature_outputs", "feature_taps", "precision_config"]
+__all__ = ["OpenVINOMember", "core", "add_feature_outputs", "feature_taps", "precision_config", "set_cpu_threads"]
 
 log = logging.getLogger("ovdiv.runtime")
 _CORE: ov.Core | None = None
@@ -39,6 +39,17 @@ def core() -> ov.Core:
         if _CORE is None:
             _CORE = ov.Core()
         return _CORE
+
+
+def set_cpu_threads(threads: int) -> None:
+    """Size this process's OpenVINO CPU plugin to ``threads`` threads in one stream (every later compile).
+
+    Set on the process-wide :func:`core`, so member models and their VJP graphs compiled afterwards in this
+    process all use ``INFERENCE_NUM_THREADS=threads`` and ``NUM_STREAMS=1`` instead of the whole machine
+    (a Ray actor that declared ``threads`` CPUs uses that many; ``scripts/check_ov_threads.py`` measures
+    that f32 bytes do not depend on it on a given CPU).
+    """
+    core().set_property("CPU", {"INFERENCE_NUM_THREADS": int(threads), "NUM_STREAMS": 1})
 
 
 def precision_config(precision: Precision) -> dict[str, str]:

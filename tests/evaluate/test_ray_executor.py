@@ -59,7 +59,11 @@ def _ray_cli() -> str:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head node and one worker node (1 CPU each) on 127.0.0.1, torn down after the module."""
+    """A head node and one worker node (1 CPU each) on 127.0.0.1, torn down after the module.
+
+    The worker node is started with ``OVDIV_RAY_NO_SHARED=1``: its actors behave as on a node without the
+    shared data folder (prepared images reach them through the object store, the head's read the folder).
+    """
     pytest.importorskip("ray")
     tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths must stay < 107 chars
     port = _free_port()
@@ -80,7 +84,7 @@ def cluster():
         head_raylets = _raylet_pids() - before
         subprocess.run(
             [ray_cli, "start", "--address", f"127.0.0.1:{port}", *common],
-            env=env, check=True, capture_output=True, timeout=120,
+            env={**env, "OVDIV_RAY_NO_SHARED": "1"}, check=True, capture_output=True, timeout=120,
         )  # fmt: skip
         worker_raylets = _raylet_pids() - before - head_raylets
         yield {"address": f"127.0.0.1:{port}", "worker_raylet": sorted(worker_raylets)}
@@ -137,7 +141,7 @@ def _assert_identical(local: Path, other: Path, also: tuple[str, ...] = ()) -> N
     ta, tb = _tree(local / "out" / "extras"), _tree(other / "out" / "extras")
     assert ta == tb
     ca, cb = _tree(local / "cache"), _tree(other / "cache")
-    assert ca.keys() == cb.keys() and len(ca) > 10
+    assert ca.keys() == cb.keys() and len(ca) >= 10
     for k in ca:
         assert ca[k] == cb[k], k
 
@@ -156,6 +160,13 @@ def test_evaluate_on_cluster_is_identical_to_local(cluster, tiny_pool, data, ref
     placed = sorted(m["member"] for node in ex["per_node"] for m in node["members"])
     assert placed == ["m1", "m2", "m4"]
     assert all(m["inference_precision"] == "f32" for node in ex["per_node"] for m in node["members"])
+    # 3 actors share 2 one-CPU nodes: each declares 1/3 CPU and compiles with 1 OpenVINO thread, not the node's
+    assert ex["cpus_per_actor"] < 1 and ex["threads_per_actor"] == 1
+    assert [m["threads"] for node in ex["per_node"] for m in node["members"]] == [1, 1, 1]
+    # in-memory data: through the object store
+    assert ex["data_transport"] == {
+        data.manifest["spec"]: {"transport": "object-store", "shared_actors": 0, "actors": 3}
+    }
     logits = [e for e in events if e.task.startswith("logits @ tiny (ray")]
     assert logits[-1].completed == logits[-1].total == 3 * 6  # one bar over every (member, chunk) unit
     # a rerun computes nothing: everything is read from the cache the driver wrote
@@ -175,6 +186,44 @@ def test_data_prepare_on_cluster_is_identical(cluster, tmp_path):
     ma, mb = dict(local.manifest), dict(on_ray.manifest)
     ma.pop("created"), mb.pop("created")
     assert ma == mb
+
+
+def test_prepared_data_shared_or_object_store_identical(cluster, tiny_pool, tmp_path, monkeypatch):
+    """A prepared (memmapped) dataset: the actor on the head reads the shared folder, the one on the worker
+    node, which cannot (``OVDIV_RAY_NO_SHARED``), gets the object store; the bytes are the local run's. An
+    actor sent the folder but unable to read it (restarted elsewhere) makes the driver fall back, same bytes.
+    (A folder the driver cannot vouch for and in-memory data never use the shared path: the tests above.)"""
+    from ovdiv.data import prepare
+    from ovdiv.evaluate.executor_ray import RayEvaluator, shared_images_of
+
+    ds = prepare("lines1.6@demo", cache_dir=tmp_path / "data", limit=32, seed=3, batch_size=8)
+    paths = [tiny_pool.ir[n] for n in ("m1", "m2")]
+    kw = dict(KW, cka_samples=0, gradient_check="off", bootstrap=20)
+    evaluate(paths, [ds], cache_dir=tmp_path / "l" / "cache", out=tmp_path / "l" / "out", **kw)
+    res = evaluate(
+        paths, [ds], cache_dir=tmp_path / "r" / "cache", out=tmp_path / "r" / "out", executor="ray",
+        ray_address=cluster["address"], **kw,
+    )  # fmt: skip
+    _assert_identical(tmp_path / "l", tmp_path / "r")
+    ex = res.metadata["executor"]
+    assert [len(n["members"]) for n in ex["per_node"]] == [1, 1]  # one actor on the head, one on the worker
+    assert ex["data_transport"] == {ds.spec: {"transport": "mixed", "shared_actors": 1, "actors": 2}}
+    # pretend both actors can read the folder: the worker node's raises, the driver falls back and resubmits
+    probed = RayEvaluator._sources
+
+    def everyone_shared(self, d):
+        sources = probed(self, d)
+        for j in sources:
+            sources[j] = shared_images_of(d)
+        return sources
+
+    monkeypatch.setattr(RayEvaluator, "_sources", everyone_shared)
+    res = evaluate(
+        paths, [ds], cache_dir=tmp_path / "f" / "cache", out=tmp_path / "f" / "out", executor="ray",
+        ray_address=cluster["address"], **kw,
+    )  # fmt: skip
+    _assert_identical(tmp_path / "l", tmp_path / "f")
+    assert res.metadata["executor"]["data_transport"][ds.spec]["fell_back_to_object_store"] is True
 
 
 def test_real_errors_fail_once_with_the_local_message(cluster, tiny_pool, data, tmp_path):
@@ -198,6 +247,42 @@ def test_real_errors_fail_once_with_the_local_message(cluster, tiny_pool, data, 
             executor="ray", ray_address=cluster["address"],
         )  # fmt: skip
     assert str(remote_nan.value) == str(local_nan.value) and "nan" in str(local_nan.value)
+
+
+def test_shared_images_probe_and_read(tiny_pool, tmp_path, monkeypatch):
+    """Without Ray: the actor body reads a prepared folder's rows itself, with the bytes of the memmap."""
+    import dataclasses
+
+    from ovdiv.data import prepare
+    from ovdiv.evaluate.executor_ray import (
+        MemberWorker,
+        SharedDataUnavailable,
+        SharedImages,
+        open_shared,
+        shared_images_of,
+    )
+
+    ds = prepare("lines1.6@demo", cache_dir=tmp_path, limit=24, seed=1, batch_size=8)
+    src = shared_images_of(ds)
+    assert src is not None and (src.start, src.stop) == (0, 24) and src.manifest_hash == ds.manifest_hash
+    assert shared_images_of(ArrayDataset(np.asarray(ds.images), ds.labels)) is None  # in memory: no folder
+    assert shared_images_of(dataclasses.replace(ds, path=tmp_path / "gone")) is None
+    assert open_shared(dataclasses.replace(src, manifest_hash="0" * 64)) is None  # another dataset at that path
+    assert open_shared(dataclasses.replace(src, nbytes=src.nbytes + 1)) is None
+    monkeypatch.setenv("OVDIV_RAY_NO_SHARED", "1")
+    assert open_shared(src) is None
+    elsewhere = MemberWorker(str(tiny_pool.ir["m1"]), "m1", "CPU", "f32", "openvino", "saliency", 8)
+    with pytest.raises(SharedDataUnavailable):  # an actor restarted on a node without the folder
+        elsewhere.logits(src, 0)
+    monkeypatch.delenv("OVDIV_RAY_NO_SHARED")
+    w = MemberWorker(str(tiny_pool.ir["m1"]), "m1", "CPU", "f32", "openvino", "saliency", 8, threads=1)
+    assert w.probe_shared(src)
+    part = SharedImages(src.folder, src.manifest_hash, src.nbytes, 8, 24)
+    rows = np.ascontiguousarray(ds.images[8:24])
+    assert np.array_equal(w.logits(part, 8), w.logits(rows, 8))
+    target = np.zeros(8, dtype=np.int64)
+    assert np.array_equal(w.attribute(part, 4, 8, target, {}), w.attribute(rows, 4, 8, target, {}))
+    assert w.member().compiled.get_property("INFERENCE_NUM_THREADS") == 1
 
 
 @pytest.mark.slow  # ~30 s: node death detection + actor restart
