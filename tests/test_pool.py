@@ -123,6 +123,8 @@ def test_build_is_resumable_by_content_hash(tmp_path: Path, monkeypatch: pytest.
     assert calls == ["b"] and res.skipped == ["a"] and res.built == ["b"]  # a was not retrained
     lines = (out / "members.txt").read_text().split()
     assert [Path(p).name for p in lines] == ["a.onnx", "b.onnx"] and all(Path(p).is_file() for p in lines)
+    # absolute: `--pool $(cat POOL/members.txt)` works from any cwd, not only where pool build ran
+    assert all(Path(p).is_absolute() and Path(p) == (out / "members" / Path(p).name).resolve() for p in lines)
     summary = json.loads((out / "pool.json").read_text())
     assert [m["name"] for m in summary["members"]] == ["a", "b"]
 
@@ -148,7 +150,7 @@ def test_paper14_tiny_study_in_miniature(tmp_path: Path) -> None:
     subprocess.run(cmd, check=True, env=env, cwd=tmp_path)
     t_build = time.perf_counter() - t0
     members = (pool_dir / "members.txt").read_text().split()
-    assert len(members) == 14 and all(m.endswith("_fp32.xml") for m in members)
+    assert len(members) == 14 and all(m.endswith("_fp32.xml") and Path(m).is_absolute() for m in members)
     results = tmp_path / "results"
     datasets = ["demo", "lines1.6@demo", "plasma4.0@demo", "checkerboard4.0@demo", "waterdrop7.0@demo"]
     cmd = [sys.executable, "-m", "ovdiv", "evaluate", "--pool", *members, "--size", "3", "--limit", "200",
