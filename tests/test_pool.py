@@ -145,7 +145,7 @@ def test_paper14_tiny_study_in_miniature(tmp_path: Path) -> None:
 
     Cost (``scripts/bench_pool.py --threads 1``, process CPU seconds, load-independent): pool build
     ~385 s with the 40-step DINO ViT backbones, ~560 s estimated with the committed 160-step ones (export ~40 %,
-    ONNX export alone ~34 %; training ~35 %; DINO backbones the rest), evaluate ~80 s: ~11 min on a
+    ONNX export alone ~34 %; training ~35 %; DINO backbones the rest), evaluate ~100 s: ~11 min on a
     quiet machine. At load 9-15 on 2 cores the wall time is 4-5x that.
     """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
