@@ -35,8 +35,9 @@ Output folder::
     POOL/supernets/<key>-<hash12>/  super-network runs
     POOL/members/                   <name>.onnx, <name>_fp32.xml (+ .bin) and their model cards
     POOL/state/<name>.json          written when a member is complete: its content hash and artifacts
-    POOL/members.txt                one deployed artifact per line, for
-                                    ``ovdiv evaluate --pool $(cat POOL/members.txt) --size 3``
+    POOL/members.txt                one deployed artifact per line, as an absolute path (so that
+                                    ``ovdiv evaluate --pool $(cat POOL/members.txt) --size 3`` works
+                                    from any working directory)
     POOL/pool.json                  summary (members, kinds, hashes, artifacts, what was skipped, timings)
 
 **Resume**: a member whose ``state/<name>.json`` records the same content hash (SHA-256 of its kind, its
@@ -401,7 +402,8 @@ def build_pool(
                         "artifacts": [str(p.relative_to(out)) for p in paths], "note": m.note})  # fmt: skip
     report(Progress("pool", n, n, "done"))
     members_file = out / "members.txt"
-    write_text(members_file, "".join(f"{p}\n" for p in artifacts))
+    # absolute: `--pool $(cat POOL/members.txt)` must not depend on the cwd pool build ran in
+    write_text(members_file, "".join(f"{p.resolve()}\n" for p in artifacts))
     write_json(
         out / "pool.json",
         {"pool": spec.name, "source": str(spec.path), "formats": list(spec.formats), "members": records,

@@ -361,38 +361,41 @@ def test_cli_train_from_backbone_then_export(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "DINO recipes only" in res.output
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    reason="known gap (issue 16 acceptance NOT met): on the demo data, tens of DINO steps give a linear probe at or "
-    "below random init (see docstring); strict, so the test fails (XPASS) the day a recipe beats random: then "
-    "drop this marker",
-    strict=True,
-    raises=AssertionError,
-)
-def test_dino_backbone_beats_random_init_in_a_linear_probe(tmp_path: Path) -> None:
-    """A tiny DINO backbone trained on demo data vs the same architecture at random init, same probe.
+TINY_VIT = ROOT / "models" / "tiny" / "tiny_dino_deit.json"
 
-    Probe: standardised pooled features -> scikit-learn logistic regression (an independent linear
-    classifier), 1000 demo:train images, scored on 500 demo test images. Measured (2 shared cores):
-    committed recipe (40 steps): random init 0.226-0.230, DINO teacher 0.162-0.180 (student 0.218); the
-    teacher entropy climbs to 5.5 of ln(512)=6.24 nats (drift towards the uniform solution). Variants tried
-    (momentum 0.95, no last-layer freeze, larger crops 0.2-0.5 / 0.5-1, 64-120 steps) stop the drift
-    (teacher entropy ~3.5 nats, loss ~3.9) but still probe at 0.204-0.236 vs random 0.230: no beat.
-    Suspected cause: every demo image has its own random two-colour background filling most of the
-    frame, so crop-invariance is solved by background identity, a cue unrelated to the class.
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 7], ids=["dino_deit_tiny1", "dino_deit_tiny2"])
+def test_dino_backbone_beats_random_init_in_a_linear_probe(tmp_path: Path, seed: int) -> None:
+    """A tiny DINO ViT backbone trained on demo data vs the same architecture at random init, same probe.
+
+    The two backbone seeds of the paper14_tiny pool (``dino_deit_tiny1/2``), each trained with the
+    committed recipe (512 demo:train images, 160 steps, teacher momentum 0.95; ~1-2 min on 2 cores).
+    Probe (identical for both backbones): standardised pooled features (the class token) ->
+    scikit-learn logistic regression (an independent linear classifier) fit on 1000 demo:train images,
+    scored on 500 held-out demo test images; no labels are seen in phase (a).
+    Measured (2 shared cores, load ~10): seed 0 random init 0.132 / DINO 0.202-0.204, seed 7 random init
+    0.140 / DINO 0.222-0.226; the DINO loss ends near 1.7-1.9 nats, far from ln(512) = 6.24 (no collapse).
+    The tiny *ResNet* recipe does not beat random init on this data (0.23 vs 0.16-0.24, see
+    docs/guide/training.md): random conv features are a strong baseline and its teacher collapses
+    towards the uniform distribution (loss -> ln K) within a CPU-sized run.
     """
     from sklearn.linear_model import LogisticRegression
 
     from ovdiv.data import load
 
-    rec = load_dino_recipe(TINY)
+    raw = json.loads(TINY_VIT.read_text())
+    raw["backbone"]["seed"] = seed
+    rec = DinoRecipe.from_dict(raw, source="test")
     bb = train_dino_backbone(rec, cache_dir=tmp_path, device="cpu")
+    losses = [r["train_loss"] for r in bb.metrics]
+    assert losses[-1] < 0.5 * np.log(rec.backbone.head["output_dim"]), losses  # no collapse to uniform
     xtr, ytr = load("demo:train", limit=1000)
     xte, yte = load("demo", limit=500)
     mean, std = np.array(rec.mean, np.float32), np.array(rec.std, np.float32)
 
     def feats(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(((x.astype(np.float32) / 255 - mean) / std).transpose(0, 3, 1, 2).copy())
+        t = torch.from_numpy(((np.asarray(x).astype(np.float32) / 255 - mean) / std).transpose(0, 3, 1, 2).copy())
         with torch.no_grad():
             return torch.cat([backbone_features(model.eval(), t[i : i + 250]) for i in range(0, len(t), 250)]).numpy()
 
@@ -402,9 +405,10 @@ def test_dino_backbone_beats_random_init_in_a_linear_probe(tmp_path: Path) -> No
         return float(LogisticRegression(max_iter=3000).fit((a - mu) / sd, ytr).score((b - mu) / sd, yte))
 
     torch.manual_seed(rec.backbone.seed)
-    random_init = create_model(rec.arch, num_classes=10)
-    trained = create_model(rec.arch, num_classes=10)
+    random_init = create_model(rec.arch, num_classes=10, **rec.arch_args)
+    trained = create_model(rec.arch, num_classes=10, **rec.arch_args)
     load_backbone(trained, bb.path)
     acc_random, acc_dino = probe(random_init), probe(trained)
-    print(f"linear probe top-1: random init {acc_random:.3f}, DINO {acc_dino:.3f}")
-    assert acc_dino >= acc_random + 0.05, (acc_random, acc_dino)
+    msg = f"linear probe top-1 (seed {seed}): random init {acc_random:.3f}, DINO {acc_dino:.3f}"
+    print(msg)
+    assert acc_dino >= acc_random + 0.05, msg
