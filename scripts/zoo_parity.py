@@ -223,12 +223,16 @@ def _spearman(a: Any, b: Any) -> float:
 def _nncf_reference_functions() -> None:
     """Route NNCF's torch quantizers to its pure-torch reference functions (no C++ extension build)."""
     import nncf.torch.quantization.quantize_functions as qf
-    from nncf.torch.quantization.reference import ReferenceQuantizedFunctions
+    from nncf.torch.quantization.reference import torch_executor
+
+    # The eager functions, not NNCF's ``torch.compile`` wrappers of them: dynamo recompiles per tensor type
+    # and dtype (20-30 s per model on 2 cores, most of an INT8 case's time) for no change in the values.
+    table = {"Quantize_forward": torch_executor.forward, "Quantize_backward": torch_executor.backward}
 
     class _Ref:
         @staticmethod
         def get(name: str) -> Any:
-            return getattr(ReferenceQuantizedFunctions, name)
+            return table[name]
 
     qf.QuantizedFunctionsCPU = _Ref  # type: ignore[assignment]
 

@@ -151,6 +151,8 @@ class GradientCheckReport:
         reason: Why it was skipped, or a one-line summary of a failure.
         suspects: Op types whose local rule failed (localisation).
         ops: The local checks run (``full`` mode or after a failure).
+        dynamic_quantization: The member's VJP model's CPU dynamic activation quantization (``off`` unless
+            asked for, see :class:`~ovdiv.attribution.VJPModel`); ``n/a`` for torch members and other devices.
     """
 
     member: str
@@ -169,6 +171,7 @@ class GradientCheckReport:
     reason: str | None = None
     suspects: list[str] = field(default_factory=list)
     ops: list[OpCheck] = field(default_factory=list)
+    dynamic_quantization: str = "n/a"
 
     @property
     def passed(self) -> bool:
@@ -725,6 +728,7 @@ def check_gradients(
     graph: ov.Model | None = None
     run_cfg: dict[str, Any] = {}
     run_device = "CPU"
+    dyn_quant = "n/a"
     if isinstance(backend, _TorchBackend):
         import torch
 
@@ -741,6 +745,7 @@ def check_gradients(
     elif isinstance(backend, _OVBackend):
         runner: VJPModel = backend.runner
         run_device, run_cfg = runner.device, dict(runner.compile_config)
+        dyn_quant = runner.dynamic_quantization
         reference = "finite differences of the member's compiled forward graph (f32)"
         low_bit = _has_low_bit_weights(runner.graph.forward)
         if runner.fake_quantized or low_bit:
@@ -785,6 +790,7 @@ def check_gradients(
         worst_ratio=s["worst_ratio"],
         images=len(x),
         directions=n_dir,
+        dynamic_quantization=dyn_quant,
     )
     if graph is not None and (failed or mode == "full"):
         rep.ops = localise(graph, x[:1], seed=seed, device=run_device, config=run_cfg)
