@@ -14,7 +14,9 @@ import openvino as ov
 import openvino.opset15 as ops
 import pytest
 
-from ovdiv.attribution import Saliency, VJPModel, check_gradients
+from ovdiv.attribution import VJP_RULES, Saliency, VJPModel, check_gradients
+from ovdiv.attribution.gradcheck import check_ste_rules
+from ovdiv.attribution.vjp_registry import VJPRuleSpec
 from ovdiv.runtime import load_member
 from ovdiv.runtime.openvino_member import dynamic_quantization_setting, precision_config
 from ovdiv.types import Precision
@@ -98,3 +100,46 @@ def test_precision_config_records_dynamic_quantization(precision: str, device: s
     cfg = precision_config(Precision(precision), device)
     assert dynamic_quantization_setting(cfg, device) == expected
     assert ("DYNAMIC_QUANTIZATION_GROUP_SIZE" in cfg) == (expected == "off")
+
+
+# ------------------------------------------------------------------------------------ gradient check on INT8
+def _broken(rule: str, factor: float) -> VJPRuleSpec:
+    spec = VJP_RULES[rule]
+
+    def fn(ctx, node, grads, needs):  # type: ignore[no-untyped-def]
+        out = spec.fn(ctx, node, grads, needs)
+        return [None if g is None else ops.multiply(g, ctx.const(factor, like=g)).output(0) for g in out]
+
+    return VJPRuleSpec(fn, spec.check)
+
+
+@pytest.fixture(scope="module")
+def int8_ir(tiny_pool) -> ov.Model:
+    """An NNCF INT8 IR (OpenVINO backend) of a tiny deployed CNN: FakeQuantize + int8 weight decompression."""
+    nncf = pytest.importorskip("nncf")
+    ir = ov.Core().read_model(tiny_pool.ir["m0"])
+    calib = [np.random.default_rng(i).standard_normal((1, 3, 32, 32)).astype(np.float32) for i in range(4)]
+    return nncf.quantize(ir, nncf.Dataset(calib), subset_size=4)
+
+
+def test_gradient_check_catches_a_wrong_rule_on_an_int8_ir(int8_ir, tiny_pool, monkeypatch) -> None:
+    x = tiny_pool.images[:2].astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    ok = check_gradients(VJPModel(int8_ir), x, "quick", name="q")
+    assert ok.outcome == "passed" and ok.ratio is not None and ok.ratio < 0.5, ok
+    monkeypatch.setitem(VJP_RULES, "Convolution", _broken("Convolution", 1.5))
+    bad = check_gradients(VJPModel(int8_ir), x, "quick", name="q")
+    assert bad.outcome == "failed" and "Convolution" in bad.suspects, bad
+
+
+def test_gradient_check_catches_a_wrong_ste_rule(int8_ir, tiny_pool, monkeypatch) -> None:
+    """The FakeQuantize rule is not in the check's clamp-affine reference graph; it is checked node by node."""
+    x = tiny_pool.images[:2].astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    checks = check_ste_rules(VJPModel(int8_ir).graph.forward, x[:1])
+    assert len(checks) >= 2 and all(c.passed and c.error is not None and c.error < 1e-6 for c in checks), checks
+    ok = check_gradients(VJPModel(int8_ir), x, "quick", name="q")
+    assert ok.outcome == "passed" and f"{len(checks)} FakeQuantize node(s) checked" in ok.reference, ok
+    for factor in (1.5, 0.0):
+        monkeypatch.setitem(VJP_RULES, "FakeQuantize", _broken("FakeQuantize", factor))
+        bad = check_gradients(VJPModel(int8_ir), x, "quick", name="q")
+        assert bad.outcome == "failed" and bad.suspects == ["FakeQuantize"], bad
+        assert "FakeQuantize" in bad.message()
