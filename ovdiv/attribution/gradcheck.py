@@ -155,7 +155,7 @@ class GradientCheckReport:
         suspects: Op types whose local rule failed (localisation).
         ops: The local checks run (``full`` mode or after a failure).
         dynamic_quantization: The member's VJP model's CPU dynamic activation quantization (``off`` unless
-            asked for, see :class:`~ovdiv.attribution.VJPModel`); ``n/a`` for torch members and other devices.
+            asked for, see :class:`~ovdiv.attribution.VJPModel`); ``n/a`` for torch members.
     """
 
     member: str

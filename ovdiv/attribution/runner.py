@@ -133,7 +133,7 @@ class VJPModel:
         compile_config: The properties both models were compiled with.
         inference_precision: The precision the plugin reports for the VJP model (recorded).
         dynamic_quantization: ``"off"`` (``DYNAMIC_QUANTIZATION_GROUP_SIZE=0`` compiled in) or ``"plugin
-            default"`` (recorded with the attribution evidence).
+            default"`` (asked for, or a device other than CPU); recorded with the gradient check's evidence.
         device: Device both models run on.
 
     Shapes: ``x`` float32 ``(N, 3, H, W)``, ``u`` float32 ``(N, C)``, logits ``(N, C)``, grad like ``x``.

@@ -72,7 +72,8 @@ class Member(abc.ABC):
         precision: The requested precision (``f32``, ``bf16``, ``f16`` or ``model``).
         inference_precision: What the runtime actually uses (e.g. the plugin default for ``model``).
         dynamic_quantization: The OpenVINO CPU plugin's on-the-fly activation quantization for int8/int4
-            weights: ``off`` (explicit precisions), ``plugin default`` (``model``) or ``n/a``.
+            weights: ``off`` (explicit precision on CPU), ``plugin default`` (``model``, other devices) or ``n/a``
+            (not OpenVINO).
         sha256: SHA-256 of the artifact file (the ``.xml`` for IR).
         weights_sha256: SHA-256 of the ``.bin`` for IR, else None.
         runtime_version: Version string of the executing runtime.

@@ -76,12 +76,10 @@ def dynamic_quantization_setting(config: dict[str, Any], device: str) -> str:
     """What a compile ``config`` does with the CPU plugin's dynamic activation quantization (recorded).
 
     Returns:
-        ``"off"`` (group size 0 on CPU), ``"plugin default"`` (CPU, not set) or ``"group <n>"`` (set to ``n``),
-        ``"n/a"`` on other devices.
+        ``"off"`` (group size 0 on CPU), ``"group <n>"`` (set to ``n``) or ``"plugin default"`` (not set; always on
+        devices other than CPU, whose plugins may quantize dynamically too: ovdiv does not set it there).
     """
-    if not is_cpu(device):
-        return "n/a"
-    if "DYNAMIC_QUANTIZATION_GROUP_SIZE" not in config:
+    if not is_cpu(device) or "DYNAMIC_QUANTIZATION_GROUP_SIZE" not in config:
         return "plugin default"
     n = int(config["DYNAMIC_QUANTIZATION_GROUP_SIZE"])
     return "off" if n == 0 else f"group {n}"

@@ -94,7 +94,12 @@ def test_member_at_explicit_precision_runs_without_dynamic_quantization(tmp_path
 
 @pytest.mark.parametrize(
     ("precision", "device", "expected"),
-    [("f32", "CPU", "off"), ("bf16", "CPU", "off"), ("model", "CPU", "plugin default"), ("f32", "GPU", "n/a")],
+    [
+        ("f32", "CPU", "off"),
+        ("bf16", "CPU", "off"),
+        ("model", "CPU", "plugin default"),
+        ("f32", "GPU", "plugin default"),
+    ],
 )
 def test_precision_config_records_dynamic_quantization(precision: str, device: str, expected: str) -> None:
     cfg = precision_config(Precision(precision), device)
