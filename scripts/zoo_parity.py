@@ -238,6 +238,28 @@ def _nncf_reference_functions() -> None:
     qf.QuantizedFunctionsCPU = _Ref  # type: ignore[assignment]
 
 
+def _nncf_tuple_parameters() -> None:
+    """Let NNCF's torch tracer see parameters passed in a *tuple* (``torch.cat((q_bias, k_bias, v_bias))``).
+
+    NNCF 2.19 registers parameters/buffers given to an op directly or in a list, not in a tuple; the graph builder
+    then fails with ``ValueError: None cannot be a node`` (timm BEiT, EVA-02, SwinV2 attention). A tuple of tensors
+    is passed on as a list, which every torch op taking a tensor sequence accepts: the function is unchanged.
+    """
+    import torch
+    from nncf.torch.function_hook.hook_executor_mode import FunctionHookMode
+
+    orig = FunctionHookMode.process_parameters
+    if getattr(orig, "_ovdiv_tuples", False):
+        return
+
+    def process_parameters(self: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        seqs = [isinstance(a, tuple) and len(a) > 0 and all(isinstance(t, torch.Tensor) for t in a) for a in args]
+        return orig(self, [list(a) if s else a for a, s in zip(args, seqs, strict=True)], kwargs)
+
+    process_parameters._ovdiv_tuples = True  # type: ignore[attr-defined]
+    FunctionHookMode.process_parameters = process_parameters  # type: ignore[method-assign]
+
+
 def quantize_int8(model: Any, x: Any) -> Any:
     """The NNCF-quantized torch model (3 random calibration images like ``x``): the int8 IR's source and reference.
 
@@ -247,12 +269,13 @@ def quantize_int8(model: Any, x: Any) -> Any:
     it off, 3e-7). Bias correction is off: it tunes biases for accuracy on real data (meaningless with random
     weights and images), costs time, and NNCF's fast bias correction crashes on torchvision ``maxvit_t``
     (``IndexError`` in ``_get_bias_shift``). The quantizers run NNCF's eager reference functions
-    (:func:`_nncf_reference_functions`).
+    (:func:`_nncf_reference_functions`); parameters in tuples are traced (:func:`_nncf_tuple_parameters`).
     """
     import nncf
     import torch
 
     _nncf_reference_functions()
+    _nncf_tuple_parameters()
     gen = torch.Generator().manual_seed(2)
     calib = [torch.randn(1, *x.shape[1:], generator=gen) for _ in range(3)]
     adv = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.DISABLE, disable_bias_correction=True)
