@@ -359,6 +359,12 @@ def run_case(spec: str, fmt: str, size: int) -> dict[str, Any]:
         res["vjp_s"] = round(time.perf_counter() - t1, 2)
     g32 = _grad(ref_model, x, target)
     g64 = _grad(copy.deepcopy(ref_model).double(), x.double(), target)
+    if not (np.isfinite(logits32).all() and np.isfinite(g64).all() and np.linalg.norm(g64) > 0):
+        # NaN comparisons are False: without this a NaN reference read as "ok" (timm efficientvit_b0 int8:
+        # NNCF's torch quantizer divides by a zero calibration range, the IR's FakeQuantize does not).
+        what = "NaN/inf" if not np.isfinite(g64).all() or not np.isfinite(logits32).all() else "all-zero"
+        detail = f"torch reference gradient is {what}; ovdiv's is {'finite' if np.isfinite(g).all() else 'not finite'}"
+        return {**res, "status": "error", "detail": detail}
     err, floor = _rel(g, g64), _rel(g32, g64)
     rho = _spearman(g, g64)
     wrong = rho < SPEARMAN_OK and err > FLOOR_FACTOR * floor
