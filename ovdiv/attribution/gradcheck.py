@@ -37,8 +37,10 @@ forward is piecewise constant, so its finite differences are not the reference. 
 the member's graph with every FakeQuantize on the data path replaced by its clamp-affine map
 (:func:`ste_reference_model`), the function whose exact derivative the STE is; weights, int8 weight
 decompression and weight FakeQuantize (constant subgraphs) are kept. This checks every rule of the member's
-graph in its own topology; the STE rule itself is covered by the single-op tests. Members with int8/int4
-weight constants are compiled for the check with ``DYNAMIC_QUANTIZATION_GROUP_SIZE=0``: by default the CPU
+graph in its own topology; the STE rule itself, absent from that graph, is checked node by node on the member's
+actual FakeQuantize inputs against its definition (:func:`check_ste_rules`, one compiled model for all nodes).
+Members with int8/int4 weight constants are compiled for the check with ``DYNAMIC_QUANTIZATION_GROUP_SIZE=0``
+(as :class:`~ovdiv.attribution.VJPModel` compiles them unless asked otherwise): by default the CPU
 plugin quantizes activations on the fly for such weights, and that forward is a staircase (measured on an
 NNCF INT8 resnet18: central differences of -2.0, -5.9, -1.7 at h = 1e-4, 3e-4, 1e-3 where the VJP gives
 0.12; with the option off 0.124, 0.112, 0.084).
@@ -78,6 +80,7 @@ __all__ = [
     "GradientCheckReport",
     "OpCheck",
     "check_gradients",
+    "check_ste_rules",
     "check_vjp_functions",
     "localise",
     "ste_reference_model",
@@ -151,6 +154,8 @@ class GradientCheckReport:
         reason: Why it was skipped, or a one-line summary of a failure.
         suspects: Op types whose local rule failed (localisation).
         ops: The local checks run (``full`` mode or after a failure).
+        dynamic_quantization: The member's VJP model's CPU dynamic activation quantization (``off`` unless
+            asked for, see :class:`~ovdiv.attribution.VJPModel`); ``n/a`` for torch members.
     """
 
     member: str
@@ -169,6 +174,7 @@ class GradientCheckReport:
     reason: str | None = None
     suspects: list[str] = field(default_factory=list)
     ops: list[OpCheck] = field(default_factory=list)
+    dynamic_quantization: str = "n/a"
 
     @property
     def passed(self) -> bool:
@@ -412,6 +418,73 @@ def ste_reference_model(model: ov.Model) -> tuple[ov.Model, int]:
         count += 1
     m.validate_nodes_and_infer_types()
     return m, count
+
+
+STE_RTOL = 1e-4
+"""Largest relative L2 error of a FakeQuantize node's STE rule vs the STE definition on its actual inputs."""
+
+
+def check_ste_rules(
+    model: ov.Model, x: F32, *, seed: int = 0, device: str = "CPU", config: dict[str, Any] | None = None
+) -> list[OpCheck]:
+    r"""Check the STE rule of every data-path FakeQuantize node on its actual input (one image).
+
+    The rest of the check runs on :func:`ste_reference_model`, where no FakeQuantize is left, so the member's own
+    STE rule is verified here: for each node, the registry's rule (as the VJP builder calls it) is applied to a
+    random cotangent ``u`` on the node's actual forward input ``x`` and compared with the definition computed in
+    numpy, ``u (o_h - o_l) / (i_h - i_l) 1[min(i_l, i_h) <= x <= max(i_l, i_h)]``. All nodes are checked in one
+    compiled model (one probe request for the inputs, one for the rules).
+
+    Returns:
+        One :class:`OpCheck` per node (``error`` = relative L2 error, ``tolerance`` = :data:`STE_RTOL`); a node
+        whose range inputs are not constants is reported with ``reason`` and not checked.
+    """
+    cfg = {**(config or {}), "INFERENCE_PRECISION_HINT": "f32"}
+    m = model.clone()
+    m.reshape({m.input(0): ov.PartialShape(list(x.shape))})
+    gp = gradient_path(m)
+    fqs = [n for n in gp.ops if n.get_type_name() == "FakeQuantize" and gp.needs[n.get_name()][0]]
+    if not fqs:
+        return []
+    probe = ov.Model([ops.result(n.input_value(0)) for n in fqs], m.get_parameters(), "ovdiv_ste_probe")
+    res = _compile(probe, device, cfg)({0: np.ascontiguousarray(x, np.float32)})
+    values = [np.array(res[k], np.float32, copy=True) for k in range(len(fqs))]
+    rng = np.random.default_rng(seed)
+    checks: list[OpCheck] = []
+    params: list[ov.Node] = []
+    feeds: list[np.ndarray] = []
+    outs: list[ov.Output] = []
+    expected: list[np.ndarray] = []
+    checked: list[ov.Node] = []
+    for node, val in zip(fqs, values, strict=True):
+        rng_in = [node.input_value(i).get_node() for i in range(1, 5)]
+        if any(r.get_type_name() != "Constant" for r in rng_in) or node.get_output_element_type(0) != ov.Type.f32:
+            checks.append(OpCheck("FakeQuantize", node.get_friendly_name(), None, None, True, "range not constant"))
+            continue
+        il, ih, ol, oh = (np.asarray(r.get_data(), np.float32) for r in rng_in)
+        u = rng.standard_normal(val.shape).astype(np.float32)
+        inside = (val >= np.minimum(il, ih)) & (val <= np.maximum(il, ih))
+        expected.append(np.where(inside, u * ((oh - ol) / (ih - il)), np.float32(0)).astype(np.float32))
+        p = ops.parameter(list(val.shape), ov.Type.f32, name=f"ovdiv_ste_x{len(checked)}")
+        pu = ops.parameter(list(val.shape), ov.Type.f32, name=f"ovdiv_ste_u{len(checked)}")
+        node.input(0).replace_source_output(p.output(0))
+        node.validate_and_infer_types()
+        gx = VJP_RULES["FakeQuantize"].fn(RuleContext(), node, [pu.output(0)], [True, False, False, False, False])[0]
+        if gx is None:  # pragma: no cover - the rule always returns dx
+            gx = RuleContext().zeros_like(p.output(0))
+        params += [p, pu]
+        feeds += [val, u]
+        outs.append(gx)
+        checked.append(node)
+    if checked:
+        rules = ov.Model([ops.result(o) for o in outs], params, "ovdiv_ste_rules")
+        got = _compile(rules, device, cfg)(feeds)
+        for k, node in enumerate(checked):
+            g = np.asarray(got[k], np.float64).reshape(expected[k].shape)
+            ref = expected[k].astype(np.float64)
+            err = float(np.linalg.norm(g - ref) / max(float(np.linalg.norm(ref)), 1e-30))
+            checks.append(OpCheck("FakeQuantize", node.get_friendly_name(), err, STE_RTOL, err <= STE_RTOL))
+    return checks
 
 
 _LOW_BIT = (ov.Type.i8, ov.Type.u8, ov.Type.i4, ov.Type.u4)
@@ -723,8 +796,10 @@ def check_gradients(
     forward: Callable[[F32], F32]
     vjp: Callable[[F32, F32], F32]
     graph: ov.Model | None = None
+    member_graph: ov.Model | None = None
     run_cfg: dict[str, Any] = {}
     run_device = "CPU"
+    dyn_quant = "n/a"
     if isinstance(backend, _TorchBackend):
         import torch
 
@@ -741,10 +816,12 @@ def check_gradients(
     elif isinstance(backend, _OVBackend):
         runner: VJPModel = backend.runner
         run_device, run_cfg = runner.device, dict(runner.compile_config)
+        dyn_quant = runner.dynamic_quantization
         reference = "finite differences of the member's compiled forward graph (f32)"
         low_bit = _has_low_bit_weights(runner.graph.forward)
         if runner.fake_quantized or low_bit:
-            ref, count = ste_reference_model(runner.graph.forward)
+            member_graph = runner.graph.forward
+            ref, count = ste_reference_model(member_graph)
             if low_bit and "CPU" in run_device.upper():
                 # The CPU plugin quantizes activations on the fly for int8/int4-compressed weights, which makes
                 # the forward a staircase (finite differences meaningless); the reference runs without it.
@@ -772,6 +849,17 @@ def check_gradients(
     trials = _model_trials(forward, vjp, x, num_classes, directions=n_dir, rng=rng, batch=batch_size)
     s = trials.summary()
     failed = s["ratio"] > 1.0 or not math.isfinite(s["ratio"])
+    ste_bad: list[OpCheck] = []
+    if member_graph is not None:  # the STE rule itself (absent from the reference graph)
+        ste = check_ste_rules(member_graph, x[:1], seed=seed, device=run_device, config=run_cfg)
+        ste_bad = [c for c in ste if not c.passed]
+        done = [c.error for c in ste if c.error is not None]
+        if done:
+            reference += (
+                f"; the STE rule of its {len(done)} FakeQuantize node(s) checked against the STE definition on their "
+                f"actual inputs (worst relative error {max(done):.2g})"
+            )
+        failed = failed or bool(ste_bad)
     outcome = "failed" if failed else "inconclusive" if s["tolerance"] > INCONCLUSIVE_TOLERANCE else "passed"
     rep = GradientCheckReport(
         label,
@@ -785,9 +873,10 @@ def check_gradients(
         worst_ratio=s["worst_ratio"],
         images=len(x),
         directions=n_dir,
+        dynamic_quantization=dyn_quant,
     )
     if graph is not None and (failed or mode == "full"):
-        rep.ops = localise(graph, x[:1], seed=seed, device=run_device, config=run_cfg)
+        rep.ops = localise(graph, x[:1], seed=seed, device=run_device, config=run_cfg) + ste_bad
         rep.suspects = _suspects(rep.ops)
         if failed and not rep.suspects:  # every rule is right alone: find where the error enters in context
             first, _ = bisect_prefix(graph, x[:1], seed=seed, device=run_device, config=run_cfg)

@@ -9,8 +9,8 @@ A results directory written by ``ovdiv evaluate --out DIR`` (or :meth:`EvalResul
     * ``metadata``: ``versions`` (ovdiv, numpy, torch, openvino, ...), ``created`` (ISO 8601 UTC),
       ``device``, ``precision`` (requested) and ``inference_precision`` (effective, per member in
       ``members``), ``backend``, ``members`` (one dict per member: ``name, path, sha256, weights_sha256,
-      backend, device, precision, inference_precision, runtime_version, num_classes, input_size,
-      params, macs, architecture, card_found, card``), ``datasets`` (``[{spec, manifest}]``),
+      backend, device, precision, inference_precision, dynamic_quantization, runtime_version, num_classes,
+      input_size, params, macs, architecture, card_found, card``), ``datasets`` (``[{spec, manifest}]``),
       ``ensembles`` (names scored), ``options`` (every option of the run), ``timings`` (seconds per
       stage), ``cache`` (hits and misses per unit kind), ``ci`` (``{"level": 0.95, "bootstrap": 2000,
       "method": "percentile" | "bca", "seed": int, "binomial": "clopper-pearson" | "wilson"}``;

@@ -71,6 +71,9 @@ class Member(abc.ABC):
         device: ``CPU``, ``GPU`` or ``AUTO``.
         precision: The requested precision (``f32``, ``bf16``, ``f16`` or ``model``).
         inference_precision: What the runtime actually uses (e.g. the plugin default for ``model``).
+        dynamic_quantization: The OpenVINO CPU plugin's on-the-fly activation quantization for int8/int4
+            weights: ``off`` (explicit precision on CPU), ``plugin default`` (``model``, other devices) or ``n/a``
+            (not OpenVINO).
         sha256: SHA-256 of the artifact file (the ``.xml`` for IR).
         weights_sha256: SHA-256 of the ``.bin`` for IR, else None.
         runtime_version: Version string of the executing runtime.
@@ -94,6 +97,7 @@ class Member(abc.ABC):
         self.device = device
         self.precision = precision
         self.inference_precision = "f32"
+        self.dynamic_quantization = "n/a"
         self.runtime_version = ""
         self.sha256 = sha256_file(path)
         self.weights_sha256 = sha256_file(weights_path) if weights_path is not None else None
@@ -140,6 +144,7 @@ class Member(abc.ABC):
             "device": self.device,
             "precision": str(self.precision),
             "inference_precision": self.inference_precision,
+            "dynamic_quantization": self.dynamic_quantization,
             "runtime_version": self.runtime_version,
             "num_classes": self.num_classes,
             "input_size": list(self.input_size),

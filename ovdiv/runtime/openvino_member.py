@@ -25,7 +25,16 @@ from ovdiv.runtime.member import FloatArray32, Member, PendingBatches, load_card
 from ovdiv.runtime.preprocessing import check_images, resize_images
 from ovdiv.types import Backend, Precision, UInt8Images
 
-__all__ = ["OpenVINOMember", "core", "add_feature_outputs", "feature_taps", "precision_config", "set_cpu_threads"]
+__all__ = [
+    "OpenVINOMember",
+    "add_feature_outputs",
+    "core",
+    "dynamic_quantization_setting",
+    "feature_taps",
+    "is_cpu",
+    "precision_config",
+    "set_cpu_threads",
+]
 
 log = logging.getLogger("ovdiv.runtime")
 _CORE: ov.Core | None = None
@@ -52,11 +61,40 @@ def set_cpu_threads(threads: int) -> None:
     core().set_property("CPU", {"INFERENCE_NUM_THREADS": int(threads), "NUM_STREAMS": 1})
 
 
-def precision_config(precision: Precision) -> dict[str, str]:
-    """Compile properties for ``precision`` (``model`` sets nothing: the plugin default applies)."""
+def is_cpu(device: str) -> bool:
+    """``device`` is the CPU plugin itself (not AUTO/MULTI/HETERO, which take no CPU-only properties)."""
+    return device.strip().upper().split(".")[0] == "CPU"
+
+
+def precision_config(precision: Precision, device: str = "CPU") -> dict[str, Any]:
+    """Compile properties for ``precision`` (``model`` sets nothing: the plugin default applies).
+
+    An explicit precision (``f32``, ``bf16``, ``f16``) also switches the CPU plugin's dynamic activation
+    quantization off (``DYNAMIC_QUANTIZATION_GROUP_SIZE=0``): by default the plugin quantizes the activations
+    of layers with int8/int4 weight constants on the fly, a function the graph does not contain. With it off,
+    the member computes its graph's own function (FakeQuantize semantics for an INT8 IR), the one its
+    attributions differentiate (:class:`ovdiv.attribution.VJPModel` compiles the same way). No effect on
+    float weights; NNCF INT8 IRs run by the plugin's int8 kernels are unaffected (measured: identical logits).
+    """
     if precision is Precision.MODEL:
         return {}
-    return {"INFERENCE_PRECISION_HINT": str(precision)}
+    cfg: dict[str, Any] = {"INFERENCE_PRECISION_HINT": str(precision)}
+    if is_cpu(device):
+        cfg["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0
+    return cfg
+
+
+def dynamic_quantization_setting(config: dict[str, Any], device: str) -> str:
+    """What a compile ``config`` does with the CPU plugin's dynamic activation quantization (recorded).
+
+    Returns:
+        ``"off"`` (group size 0 on CPU), ``"group <n>"`` (set to ``n``) or ``"plugin default"`` (not set; always on
+        devices other than CPU, whose plugins may quantize dynamically too: ovdiv does not set it there).
+    """
+    if not is_cpu(device) or "DYNAMIC_QUANTIZATION_GROUP_SIZE" not in config:
+        return "plugin default"
+    n = int(config["DYNAMIC_QUANTIZATION_GROUP_SIZE"])
+    return "off" if n == 0 else f"group {n}"
 
 
 def _static_dims(pshape: ov.PartialShape) -> list[int]:
@@ -203,6 +241,7 @@ class OpenVINOMember(Member):
         )
         super().__init__(path, card, card_found=found, device=device, precision=precision, weights_path=weights)
         self.runtime_version = f"openvino {ov.get_version()}"
+        self.dynamic_quantization = dynamic_quantization_setting(precision_config(precision, device), device)
         self._compiled: ov.CompiledModel | None = None
         self._queue: ov.AsyncInferQueue | None = None
         self._feat_compiled: ov.CompiledModel | None = None
@@ -230,7 +269,7 @@ class OpenVINOMember(Member):
         return ppp.build()
 
     def _compile(self, model: ov.Model) -> ov.CompiledModel:
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT", **precision_config(self.precision)}
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT", **precision_config(self.precision, self.device)}
         try:
             compiled = core().compile_model(model, self.device, config)
         except Exception as exc:
