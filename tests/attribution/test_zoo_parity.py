@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -23,17 +24,85 @@ def _load():
 def test_zoo_parity_small_models(tmp_path, capsys) -> None:
     zoo = _load()
     out = tmp_path / "zoo.jsonl"
+    md = tmp_path / "zoo.md"
     models = "timm:ghostnet_100,tv:squeezenet1_1"
-    args = ["--models", models, "--formats", "fp32,onnx", "--size", "64", "--out", str(out)]
-    assert zoo.main(args) == 0
+    args = ["--models", models, "--formats", "fp32,onnx,fp16", "--size", "64", "--out", str(out)]
+    assert zoo.main([*args, "--gradient-check", "--markdown", str(md)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["n"] == 4 and summary["wrong"] == []
+    assert summary["n"] == 6 and summary["wrong"] == []
+    assert summary["gradient_check_false_alarms"] == [] and summary["gradient_check"] == {"passed": 6}, summary
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["status"] for r in rows} == {"ok"}, rows
     assert all(r["spearman"] >= zoo.SPEARMAN_OK for r in rows)
+    assert all(r["gc_outcome"] == "passed" and r["gc_ratio"] <= 1.0 for r in rows), rows
+    page = md.read_text()
+    assert page.count("| `timm:ghostnet_100` |") == 3 and '"bench": "zoo_parity"' in page
     # resumable: a second run measures nothing again
     assert zoo.main(args) == 0
-    assert len(out.read_text().splitlines()) == 4
+    assert len(out.read_text().splitlines()) == 6
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("OVDIV_ZOO_SWEEP"), reason="hours on CPU: set OVDIV_ZOO_SWEEP=1 (and maybe =PATH)"
+)
+def test_zoo_sweep_acceptance(tmp_path, capsys) -> None:
+    """Issue 14's acceptance on the whole sweep (every torchvision classifier, every timm family; fp32, onnx).
+
+    ``OVDIV_ZOO_SWEEP=/path/sweep.jsonl`` resumes (or only re-reads) a sweep file.
+    """
+    zoo = _load()
+    env = os.environ["OVDIV_ZOO_SWEEP"]
+    out = Path(env) if env.endswith(".jsonl") else tmp_path / "zoo.jsonl"
+    assert zoo.main(["--formats", "fp32,onnx", "--size", "64", "--gradient-check", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["wrong"] == [] and summary["unsupported_ops"] == [], summary
+    for fmt in ("fp32", "onnx"):
+        assert set(summary["counts"][fmt]) <= {"ok", "convert-failed"}, summary["counts"]
+    assert summary["gradient_check_false_alarms"] == [], summary
+
+
+def test_markdown_page_and_summary_from_rows() -> None:
+    """The page the sweep writes: every row, ratios, the check, not-run rows; the summary's check fields."""
+    zoo = _load()
+    rows = [
+        {
+            "model": "tv:a",
+            "format": "fp32",
+            "size": 64,
+            "status": "ok",
+            "rel_l2": 2e-6,
+            "floor": 1e-6,
+            "spearman": 1.0,
+            "gc_outcome": "passed",
+            "gc_ratio": 0.2,
+            "gc_step": 0.001,
+        },
+        {
+            "model": "tv:a",
+            "format": "onnx",
+            "size": 64,
+            "status": "ok",
+            "rel_l2": 3e-6,
+            "floor": 1e-6,
+            "spearman": 1.0,
+            "gc_outcome": "failed",
+            "gc_ratio": 1.5,
+            "gc_step": 0.03,
+        },
+        {"model": "tv:b", "format": "onnx", "status": "convert-failed", "detail": "TypeError: x | y"},
+        {"model": "tv:b", "format": "fp32", "status": "not-run"},
+    ]
+    summ = zoo.summary(rows)
+    assert summ["gradient_check_false_alarms"] == ["tv:a/onnx"]
+    assert summ["gradient_check_worst_ratio"] == {"case": "tv:a/onnx", "ratio": 1.5}
+    assert summ["worst_rel_l2_over_floor"]["case"] == "tv:a/onnx" and summ["worst_rel_l2_over_floor"]["ratio"] == 3.0
+    assert summ["counts"] == {"fp32": {"ok": 1, "not-run": 1}, "onnx": {"ok": 1, "convert-failed": 1}}
+    page = zoo.markdown(rows, summ, "python scripts/zoo_parity.py", "a note")
+    table = [line for line in page.splitlines() if line.startswith("| `")]
+    assert len(table) == 4 and "| 2.00 |" in table[0] and "| 3.00 |" in table[1] and "check step 0.03" in table[1]
+    assert "x \\| y" in table[2] and "| not-run |" in table[3]
+    assert "a note" in page and page.rstrip().endswith("```")
 
 
 def test_wrong_criterion_needs_both_signals() -> None:
