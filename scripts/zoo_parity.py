@@ -300,6 +300,58 @@ def _convert(model: Any, x: Any, fmt: str, tmp: str) -> tuple[Any, Any]:
     raise ValueError(fmt)
 
 
+def _kinks(model: Any, x: Any, ov_model: Any) -> dict[str, int]:
+    """Kinks crossed between torch float64 and the converted model's own f32 forward (explains rel L2 >> floor).
+
+    ``relu_sign_flips``: ReLU inputs (``nn.ReLU`` modules, matched to the graph's ``Relu`` nodes by shape and
+    value) whose sign differs; ``maxpool_near_ties``: max-pool windows (``nn.MaxPool2d``) whose two largest
+    positive inputs differ by < 1e-5 relative in float64 (an f32 forward may rank them either way). Either
+    makes the deployed model's gradient differ from torch's by that unit's contribution, correctly.
+    """
+    import numpy as np
+    import openvino as ov
+    import openvino.opset15 as ops
+    import torch
+
+    m64 = copy.deepcopy(model).double()
+    relu_in: list[Any] = []
+    ties = 0
+
+    def pool_hook(mod: Any, inp: Any, out: Any) -> None:
+        nonlocal ties
+        a = inp[0]
+        k, s, p = (v if isinstance(v, int) else v[0] for v in (mod.kernel_size, mod.stride, mod.padding))
+        u = torch.nn.functional.unfold(torch.nn.functional.pad(a, [p] * 4, value=-1e30), k, stride=s)
+        top2 = u.reshape(a.shape[0], a.shape[1], k * k, -1).topk(2, dim=2).values
+        gap = (top2[:, :, 0] - top2[:, :, 1]) / top2[:, :, 0].abs().clamp_min(1e-30)
+        ties += int(((gap < 1e-5) & (gap > 0) & (top2[:, :, 0] > 0)).sum())
+
+    for mod in m64.modules():
+        if isinstance(mod, torch.nn.ReLU):
+            mod.inplace = False
+            mod.register_forward_hook(lambda mod, i, o: relu_in.append(i[0].detach().numpy().copy()))
+        elif isinstance(mod, torch.nn.MaxPool2d):
+            mod.register_forward_hook(pool_hook)
+    with torch.no_grad():
+        m64(x.double())
+    core = ov.Core()
+    om = core.read_model(ov_model)
+    relus = [n for n in om.get_ordered_ops() if n.get_type_name() == "Relu"]
+    flips = 0
+    if relus and relu_in:
+        om.reshape({om.input(0): ov.PartialShape([1, *x.shape[1:]])})
+        relus = [n for n in om.get_ordered_ops() if n.get_type_name() == "Relu"]
+        probe = ov.Model([ops.result(n.input_value(0)) for n in relus], om.get_parameters())
+        res = core.compile_model(probe, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({0: x.numpy()})
+        for i in range(len(relus)):
+            a = np.asarray(res[i])
+            cands = [b for b in relu_in if b.shape == a.shape]
+            if cands:
+                b = min(cands, key=lambda b: float(np.abs(a - b).max()))
+                flips += int(np.sum((a > 0) != (b > 0)))
+    return {"relu_sign_flips": flips, "maxpool_near_ties": ties}
+
+
 def _gradient_check(runner: Any, x: Any) -> dict[str, Any]:
     """ovdiv's own ``--gradient-check quick`` on the converted model (two images: ``x`` and another)."""
     import numpy as np
@@ -410,6 +462,11 @@ def run_model(
                 logits_diff=float(np.abs(logits - logits32).max()),
                 grad_norm=float(np.linalg.norm(g64)),
             )
+            if err > FLOOR_FACTOR * floor and fmt in ("fp32", "onnx"):
+                try:
+                    res.update(_kinks(ref_model, x, ov_model))
+                except Exception as exc:
+                    res["kinks_detail"] = f"{type(exc).__name__}: {str(exc)[:120]}"
             if gradcheck:
                 res.update(_gradient_check(runner, x))
             del runner
@@ -572,6 +629,10 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], command: str = ""
         detail = ", ".join(r.get("ops") or []) if r["status"] == "unsupported" else r.get("detail", "")
         if r.get("gc_detail"):
             detail = (detail + "; " if detail else "") + f"gradient check: {r['gc_detail']}"
+        if r.get("relu_sign_flips") or r.get("maxpool_near_ties"):
+            kinks = f"kinks vs torch f64: {r.get('relu_sign_flips', 0)} ReLU sign flip(s), "
+            kinks += f"{r.get('maxpool_near_ties', 0)} max-pool near-tie(s)"
+            detail = (detail + "; " if detail else "") + kinks
         if r.get("gc_step") and r["gc_step"] != 1e-3:
             detail = (detail + "; " if detail else "") + f"check step {r['gc_step']:g}"
         detail = str(detail).replace("|", "\\|").replace("\n", " ")[:160]
