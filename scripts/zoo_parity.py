@@ -710,7 +710,12 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(m, fs) for m, fs in todo if fs and not a.no_run]
 
     def task(mf: tuple[str, list[str]]) -> list[dict[str, Any]]:
-        rows = _run_model(mf[0], mf[1], a.size, a.timeout, a.gradient_check)
+        # Another sweep may share --out: skip what it measured since this one started.
+        now = {(r["model"], r["format"]) for r in _load(a.out) if r["status"] not in retry}
+        fmts = [f for f in mf[1] if (mf[0], f) not in now]
+        if not fmts:
+            return []
+        rows = _run_model(mf[0], fmts, a.size, a.timeout, a.gradient_check)
         with open(a.out, "a") as fh:  # one line per result: a crash loses nothing already measured
             fh.write("".join(json.dumps(r) + "\n" for r in rows))
         for r in rows:
