@@ -245,3 +245,30 @@ def test_torch_member_vjp_immune_to_batchnorm_stride_bug() -> None:
     np.testing.assert_allclose(backend.vjp(x, u), want, rtol=1e-4, atol=1e-6)
     x2 = np.concatenate([x, -x])  # batch 2 goes straight through: row 0 unchanged
     np.testing.assert_allclose(backend.vjp(x2, np.concatenate([u, u]))[:1], want, rtol=1e-4, atol=1e-6)
+
+
+def test_kinks_counts_relu_flips_and_maxpool_near_ties(tmp_path) -> None:
+    """``_kinks`` sees a ReLU whose input is > 0 in float64 but rounds to 0 in f32, and a near-tied window."""
+    import openvino as ov
+    import torch
+
+    zoo = _load()
+
+    class Kinky(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.relu = torch.nn.ReLU()
+            self.pool = torch.nn.MaxPool2d(2)
+            self.head = torch.nn.Linear(3 * 2 * 2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            big = x.amax(dim=(1, 2, 3), keepdim=True)  # data-dependent: not folded by the converter
+            return self.head(self.pool(self.relu((x + big) - big)).flatten(1))
+
+    x = torch.full((1, 3, 4, 4), -1.0)
+    x[0, 0, 0, :3] = 1e-9  # (1e-9 + 0.5) - 0.5 is 1e-9 in float64, 0 in float32: three ReLU sign flips
+    x[0, 1, 0, 0], x[0, 1, 1, 1] = 0.5, 0.5 + 1e-7  # a window whose two largest differ by 2e-7 relative
+    model = Kinky().eval()
+    path = tmp_path / "k.xml"
+    ov.save_model(ov.convert_model(model, example_input=x), path)
+    assert zoo._kinks(model, x, str(path)) == {"relu_sign_flips": 3, "maxpool_near_ties": 1}
