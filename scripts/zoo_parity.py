@@ -282,8 +282,151 @@ def quantize_int8(model: Any, x: Any) -> Any:
     return nncf.quantize(model, nncf.Dataset(calib), subset_size=3, advanced_parameters=adv)
 
 
-def run_case(spec: str, fmt: str, size: int) -> dict[str, Any]:
-    """Convert ``spec`` to ``fmt`` and compare ovdiv's gradient with the torch reference."""
+def _ov_convert(model: Any, x: Any) -> Any:
+    """``ov.convert_model`` with a dynamic batch; retried on a ``torch.jit.trace(check_trace=False)`` module.
+
+    OpenVINO traces the model with TorchScript's sanity check on; torchvision's ViTs fail it ("Graphs differed
+    across invocations": ``nn.MultiheadAttention``'s fast path is taken on one of the check's invocations and
+    not the other). The same trace without the check converts, and the IR's logits are compared with torch's
+    (``logits_diff``), so a bad trace cannot pass unnoticed.
+    """
+    import openvino as ov
+    import torch
+
+    shape = [-1, *x.shape[1:]]
+    try:
+        return ov.convert_model(model, example_input=x, input=shape)
+    except Exception as exc:
+        if "sanity checks" not in str(exc):
+            raise
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x, check_trace=False)
+    return ov.convert_model(traced, example_input=x, input=shape)
+
+
+def _convert(model: Any, x: Any, fmt: str, tmp: str) -> tuple[Any, Any]:
+    """``(what VJPModel reads, the torch model of the reference)`` for one format (converter errors propagate)."""
+    import openvino as ov
+    import torch
+
+    ref_model = model
+    if fmt in ("fp32", "fp16"):
+        ir = _ov_convert(model, x)
+        path = Path(tmp) / f"m_{fmt}.xml"
+        ov.save_model(ir, path, compress_to_fp16=fmt == "fp16")
+        del ir
+        if fmt == "fp16":
+            ref_model = copy.deepcopy(model)
+            with torch.no_grad():
+                for t in list(ref_model.parameters()) + list(ref_model.buffers()):
+                    if t.is_floating_point():
+                        t.copy_(t.half().float())
+        return str(path), ref_model
+    if fmt == "onnx":
+        path = Path(tmp) / "m.onnx"
+        torch.onnx.export(
+            model,
+            (x,),
+            str(path),
+            opset_version=17,
+            dynamo=False,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+        )
+        return str(path), ref_model
+    if fmt == "int8":
+        ref_model = quantize_int8(model, x)
+        ir = _ov_convert(ref_model, x)
+        path = Path(tmp) / "m_int8.xml"
+        ov.save_model(ir, path, compress_to_fp16=False)
+        return str(path), ref_model
+    raise ValueError(fmt)
+
+
+def _kinks(model: Any, x: Any, ov_model: Any) -> dict[str, int]:
+    """Kinks crossed between torch float64 and the converted model's own f32 forward (explains rel L2 >> floor).
+
+    ``relu_sign_flips``: ReLU inputs (``nn.ReLU`` modules, matched to the graph's ``Relu`` nodes by shape and
+    value) whose sign differs; ``maxpool_near_ties``: max-pool windows (``nn.MaxPool2d``) whose two largest
+    positive inputs differ by < 1e-5 relative in float64 (an f32 forward may rank them either way). Either
+    makes the deployed model's gradient differ from torch's by that unit's contribution, correctly.
+    """
+    import numpy as np
+    import openvino as ov
+    import openvino.opset15 as ops
+    import torch
+
+    m64 = copy.deepcopy(model).double()
+    relu_in: list[Any] = []
+    ties = 0
+
+    def pool_hook(mod: Any, inp: Any, out: Any) -> None:
+        nonlocal ties
+        a = inp[0]
+        k, s, p = (v if isinstance(v, int) else v[0] for v in (mod.kernel_size, mod.stride, mod.padding))
+        u = torch.nn.functional.unfold(torch.nn.functional.pad(a, [p] * 4, value=-1e30), k, stride=s)
+        top2 = u.reshape(a.shape[0], a.shape[1], k * k, -1).topk(2, dim=2).values
+        gap = (top2[:, :, 0] - top2[:, :, 1]) / top2[:, :, 0].abs().clamp_min(1e-30)
+        ties += int(((gap < 1e-5) & (gap > 0) & (top2[:, :, 0] > 0)).sum())
+
+    for mod in m64.modules():
+        if isinstance(mod, torch.nn.ReLU):
+            mod.inplace = False
+            mod.register_forward_hook(lambda mod, i, o: relu_in.append(i[0].detach().numpy().copy()))
+        elif isinstance(mod, torch.nn.MaxPool2d):
+            mod.register_forward_hook(pool_hook)
+    with torch.no_grad():
+        m64(x.double())
+    core = ov.Core()
+    om = core.read_model(ov_model)
+    relus = [n for n in om.get_ordered_ops() if n.get_type_name() == "Relu"]
+    flips = 0
+    if relus and relu_in:
+        om.reshape({om.input(0): ov.PartialShape([1, *x.shape[1:]])})
+        relus = [n for n in om.get_ordered_ops() if n.get_type_name() == "Relu"]
+        probe = ov.Model([ops.result(n.input_value(0)) for n in relus], om.get_parameters())
+        res = core.compile_model(probe, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({0: x.numpy()})
+        for i in range(len(relus)):
+            a = np.asarray(res[i])
+            cands = [b for b in relu_in if b.shape == a.shape]
+            if cands:
+                b = min(cands, key=lambda b: float(np.abs(a - b).max()))
+                flips += int(np.sum((a > 0) != (b > 0)))
+    return {"relu_sign_flips": flips, "maxpool_near_ties": ties}
+
+
+def _gradient_check(runner: Any, x: Any) -> dict[str, Any]:
+    """ovdiv's own ``--gradient-check quick`` on the converted model (two images: ``x`` and another)."""
+    import numpy as np
+
+    from ovdiv.attribution.gradcheck import check_gradients
+
+    x2 = np.random.default_rng(3).standard_normal(x.shape).astype(np.float32)
+    imgs = np.concatenate([x.numpy(), x2])
+    try:
+        rep = check_gradients(runner, imgs, "quick", name="zoo")
+    except Exception as exc:
+        return {"gc_outcome": "error", "gc_detail": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return {
+        "gc_outcome": rep.outcome,
+        "gc_ratio": rep.ratio,
+        "gc_error": rep.error,
+        "gc_tolerance": rep.tolerance,
+        "gc_worst_ratio": rep.worst_ratio,
+        "gc_step": rep.step,
+        "gc_s": round(rep.seconds, 2),
+    }
+
+
+def run_model(
+    spec: str, formats: list[str], size: int, gradcheck: bool = False, emit: Any = None
+) -> list[dict[str, Any]]:
+    """Convert ``spec`` to each of ``formats`` and compare ovdiv's gradient with the torch reference.
+
+    The model is built and its float32/float64 reference gradients computed once (fp32 and onnx share them;
+    fp16 and int8 have their own reference models). ``emit(result)`` is called as each format finishes.
+    """
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -295,115 +438,146 @@ def run_case(spec: str, fmt: str, size: int) -> dict[str, Any]:
     from ovdiv.attribution import VJPModel, unsupported_ops
     from ovdiv.errors import UnsupportedOpError
 
-    res: dict[str, Any] = {"model": spec, "format": fmt}
-    t0 = time.perf_counter()
+    t_build = time.perf_counter()
     try:
         model, default = build_model(spec)
         x = _input_for(model, size, default)
     except Exception as exc:
-        return {**res, "status": "error", "detail": f"torch: {type(exc).__name__}: {str(exc)[:200]}"}
-    res["size"] = int(x.shape[-1])
-    ref_model = model
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            if fmt in ("fp32", "fp16"):
-                ir = ov.convert_model(model, example_input=x, input=[-1, *x.shape[1:]])
-                path = Path(tmp) / "m.xml"
-                ov.save_model(ir, path, compress_to_fp16=fmt == "fp16")
-                ov_model: Any = str(path)
-                if fmt == "fp16":
-                    ref_model = copy.deepcopy(model)
-                    with torch.no_grad():
-                        for t in list(ref_model.parameters()) + list(ref_model.buffers()):
-                            if t.is_floating_point():
-                                t.copy_(t.half().float())
-            elif fmt == "onnx":
-                path = Path(tmp) / "m.onnx"
-                torch.onnx.export(
-                    model,
-                    (x,),
-                    str(path),
-                    opset_version=17,
-                    dynamo=False,
-                    input_names=["x"],
-                    output_names=["logits"],
-                    dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
-                )
-                ov_model = str(path)
-            elif fmt == "int8":
-                ref_model = quantize_int8(model, x)
-                ir = ov.convert_model(ref_model, example_input=x, input=[-1, *x.shape[1:]])
-                path = Path(tmp) / "m.xml"
-                ov.save_model(ir, path, compress_to_fp16=False)
-                ov_model = str(path)
-            else:
-                raise ValueError(fmt)
-        except Exception as exc:
-            return {**res, "status": "convert-failed", "detail": f"{type(exc).__name__}: {str(exc)[:300]}"}
-        res["convert_s"] = round(time.perf_counter() - t0, 1)
-        try:
-            runner = VJPModel(ov_model)
-        except UnsupportedOpError as exc:
+        return [
+            {"model": spec, "format": f, "status": "error", "detail": f"torch: {type(exc).__name__}: {str(exc)[:200]}"}
+            for f in formats
+        ]
+    build_s = time.perf_counter() - t_build
+    refs: dict[int, tuple[int, Any, Any]] = {}  # id(ref_model) -> (target, g32, g64)
+
+    def reference(ref_model: Any) -> tuple[int, Any, Any]:
+        if id(ref_model) not in refs:
+            with torch.no_grad():
+                target = int(ref_model(x)[0].argmax())
+            g32 = _grad(ref_model, x, target)
+            g64 = _grad(copy.deepcopy(ref_model).double(), x.double(), target)
+            refs[id(ref_model)] = (target, g32, g64)
+        return refs[id(ref_model)]
+
+    results: list[dict[str, Any]] = []
+    for fmt in formats:
+        if results and emit is not None:
+            emit(results[-1])
+        res: dict[str, Any] = {"model": spec, "format": fmt, "size": int(x.shape[-1])}
+        t0 = time.perf_counter() - build_s
+        results.append(res)
+        with tempfile.TemporaryDirectory() as tmp:
             try:
-                ops = unsupported_ops(ov.Core().read_model(ov_model))
-            except Exception:
-                ops = []
-            return {**res, "status": "unsupported", "ops": ops, "detail": str(exc)[:300]}
-        except Exception as exc:
-            return {**res, "status": "error", "detail": f"ovdiv: {type(exc).__name__}: {str(exc)[:300]}"}
-        with torch.no_grad():
-            logits32 = ref_model(x).numpy()
-        target = int(logits32[0].argmax())
-        t1 = time.perf_counter()
-        logits, g = runner.gradient(x.numpy(), [target])
-        res["vjp_s"] = round(time.perf_counter() - t1, 2)
-    g32 = _grad(ref_model, x, target)
-    g64 = _grad(copy.deepcopy(ref_model).double(), x.double(), target)
-    if not (np.isfinite(logits32).all() and np.isfinite(g64).all() and np.linalg.norm(g64) > 0):
-        # NaN comparisons are False: without this a NaN reference read as "ok" (timm efficientvit_b0 int8:
-        # NNCF's torch quantizer divides by a zero calibration range, the IR's FakeQuantize does not).
-        what = "NaN/inf" if not np.isfinite(g64).all() or not np.isfinite(logits32).all() else "all-zero"
-        detail = f"torch reference gradient is {what}; ovdiv's is {'finite' if np.isfinite(g).all() else 'not finite'}"
-        return {**res, "status": "error", "detail": detail}
-    err, floor = _rel(g, g64), _rel(g32, g64)
-    rho = _spearman(g, g64)
-    wrong = rho < SPEARMAN_OK and err > FLOOR_FACTOR * floor
-    return {
-        **res,
-        "status": "wrong" if wrong else "ok",
-        "rel_l2": err,
-        "floor": floor,
-        "spearman": rho,
-        "logits_diff": float(np.abs(logits - logits32).max()),
-        "grad_norm": float(np.linalg.norm(g64)),
-        "total_s": round(time.perf_counter() - t0, 1),
-    }
+                ov_model, ref_model = _convert(model, x, fmt, tmp)
+            except Exception as exc:
+                res.update(status="convert-failed", detail=f"{type(exc).__name__}: {str(exc)[:300]}")
+                continue
+            res["convert_s"] = round(time.perf_counter() - t0, 1)
+            try:
+                runner = VJPModel(ov_model)
+            except UnsupportedOpError as exc:
+                try:
+                    ops = unsupported_ops(ov.Core().read_model(ov_model))
+                except Exception:
+                    ops = []
+                res.update(status="unsupported", ops=ops, detail=str(exc)[:300])
+                continue
+            except Exception as exc:
+                res.update(status="error", detail=f"ovdiv: {type(exc).__name__}: {str(exc)[:300]}")
+                continue
+            try:
+                target, g32, g64 = reference(ref_model)
+                with torch.no_grad():
+                    logits32 = ref_model(x).numpy()
+                t1 = time.perf_counter()
+                logits, g = runner.gradient(x.numpy(), [target])
+                res["vjp_s"] = round(time.perf_counter() - t1, 2)
+            except Exception as exc:
+                res.update(status="error", detail=f"{type(exc).__name__}: {str(exc)[:300]}")
+                continue
+            if not (np.isfinite(logits32).all() and np.isfinite(g64).all() and np.linalg.norm(g64) > 0):
+                # NaN comparisons are False: without this a NaN reference read as "ok" (timm efficientvit_b0 int8:
+                # NNCF's torch quantizer divides by a zero calibration range, the IR's FakeQuantize does not).
+                bad = not np.isfinite(g64).all() or not np.isfinite(logits32).all()
+                ours = "finite" if np.isfinite(g).all() else "not finite"
+                res.update(
+                    status="error",
+                    detail=f"torch reference gradient is {'NaN/inf' if bad else 'all-zero'}; ovdiv's is {ours}",
+                )
+                continue
+            err, floor = _rel(g, g64), _rel(g32, g64)
+            rho = _spearman(g, g64)
+            wrong = rho < SPEARMAN_OK and err > FLOOR_FACTOR * floor
+            res.update(
+                status="wrong" if wrong else "ok",
+                rel_l2=err,
+                floor=floor,
+                spearman=rho,
+                logits_diff=float(np.abs(logits - logits32).max()),
+                grad_norm=float(np.linalg.norm(g64)),
+            )
+            if err > FLOOR_FACTOR * floor and fmt in ("fp32", "onnx"):
+                try:
+                    res.update(_kinks(ref_model, x, ov_model))
+                except Exception as exc:
+                    res["kinks_detail"] = f"{type(exc).__name__}: {str(exc)[:120]}"
+            if gradcheck:
+                res.update(_gradient_check(runner, x))
+            del runner
+            res["total_s"] = round(time.perf_counter() - t0, 1)
+    if results and emit is not None:
+        emit(results[-1])
+    return results
+
+
+def run_case(spec: str, fmt: str, size: int, gradcheck: bool = False) -> dict[str, Any]:
+    """One model in one format (see :func:`run_model`)."""
+    return run_model(spec, [fmt], size, gradcheck)[0]
 
 
 # ---------------------------------------------------------------------------------------------- driver
-def _worker_cmd(spec: str, fmt: str, size: int) -> list[str]:
-    return [sys.executable, __file__, "--worker", spec, fmt, str(size)]
+def _worker_cmd(spec: str, formats: list[str], size: int, gradcheck: bool) -> list[str]:
+    cmd = [sys.executable, __file__, "--worker", spec, ",".join(formats), str(size)]
+    return [*cmd, "--gradient-check"] if gradcheck else cmd
 
 
-def _run_one(spec: str, fmt: str, size: int, timeout: float) -> dict[str, Any]:
-    try:
-        proc = subprocess.run(_worker_cmd(spec, fmt, size), capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"model": spec, "format": fmt, "status": "timeout", "detail": f"> {timeout:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
+def _parse(stdout: str) -> list[dict[str, Any]]:
+    rows = []
+    for line in (stdout or "").splitlines():
         if line.startswith("{"):
             try:
-                return dict(json.loads(line))
+                rows.append(dict(json.loads(line)))
             except json.JSONDecodeError:
-                break
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-    return {"model": spec, "format": fmt, "status": "error", "detail": f"worker: {tail[0][:300]}"}
+                continue
+    return rows
+
+
+def _run_model(spec: str, formats: list[str], size: int, timeout: float, gradcheck: bool) -> list[dict[str, Any]]:
+    """All ``formats`` of one model in one worker process (``timeout`` seconds per format)."""
+    limit = timeout * len(formats)
+    try:
+        proc = subprocess.run(
+            _worker_cmd(spec, formats, size, gradcheck), capture_output=True, text=True, timeout=limit
+        )
+        rows, miss = _parse(proc.stdout), "error"
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        detail = f"worker: {tail[0][:300]}"
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout
+        rows, miss, detail = _parse(out or ""), "timeout", f"> {limit:.0f} s for {','.join(formats)}"
+    got = {r["format"] for r in rows}
+    return rows + [{"model": spec, "format": f, "status": miss, "detail": detail} for f in formats if f not in got]
 
 
 def _load(out: Path) -> list[dict[str, Any]]:
     if not out.is_file():
         return []
-    return [json.loads(line) for line in out.read_text().splitlines() if line.strip().startswith("{")]
+    rows: dict[tuple[str, str], dict[str, Any]] = {}  # the last result of a model+format wins (re-runs)
+    for line in out.read_text().splitlines():
+        if line.strip().startswith("{"):
+            r = json.loads(line)
+            rows[(r["model"], r["format"])] = r
+    return list(rows.values())
 
 
 def _fmt_row(r: dict[str, Any]) -> str:
@@ -427,7 +601,114 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "counts": counts,
         "wrong": sorted(f"{r['model']}/{r['format']}" for r in rows if r["status"] == "wrong"),
         "unsupported_ops": sorted({op.split(" x")[0] for r in rows for op in r.get("ops") or []}),
+        "worst_rel_l2_over_floor": _worst_ratio(rows),
+        **_gc_summary(rows),
     }
+
+
+def _worst_ratio(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    scored = [r for r in rows if r.get("floor") and r.get("rel_l2") is not None]
+    if not scored:
+        return None
+    w = max(scored, key=lambda r: r["rel_l2"] / r["floor"])
+    return {
+        "case": f"{w['model']}/{w['format']}",
+        "ratio": round(w["rel_l2"] / w["floor"], 2),
+        "spearman": w["spearman"],
+    }
+
+
+def _gc_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Gradient-check outcomes; a ``failed`` check on a model whose gradient is ``ok`` is a false alarm."""
+    checked = [r for r in rows if r.get("gc_outcome")]
+    if not checked:
+        return {}
+    out: dict[str, int] = {}
+    for r in checked:
+        out[r["gc_outcome"]] = out.get(r["gc_outcome"], 0) + 1
+    ratios = [r for r in checked if r.get("gc_ratio") is not None]
+    worst = max(ratios, key=lambda r: r["gc_ratio"]) if ratios else None
+    return {
+        "gradient_check": out,
+        "gradient_check_false_alarms": sorted(
+            f"{r['model']}/{r['format']}" for r in checked if r["gc_outcome"] == "failed" and r["status"] == "ok"
+        ),
+        "gradient_check_inconclusive": sorted(
+            f"{r['model']}/{r['format']}" for r in checked if r["gc_outcome"] == "inconclusive"
+        ),
+        "gradient_check_worst_ratio": (
+            {"case": f"{worst['model']}/{worst['format']}", "ratio": worst["gc_ratio"]} if worst else None
+        ),
+    }
+
+
+def _g(v: Any, spec: str) -> str:
+    return format(v, spec) if isinstance(v, (int, float)) else ""
+
+
+_PAGE_INTRO = """# Zoo parity: ovdiv's gradients on the torchvision and timm zoos
+
+Generated by `scripts/zoo_parity.py` (issue 14): every torchvision classification model and one model per
+timm family, random weights (zero-initialised heads and layer scales re-drawn, BatchNorm statistics
+randomised), converted to each format; ovdiv's gradient of the top-1 logit of one random image
+(`VJPModel.gradient`) is compared with torch autograd in float64 (two copies of the image: torch's CPU
+BatchNorm backward is wrong at batch 1 after `flatten(2).transpose(1, 2)`).
+
+* **fp32**: `ov.convert_model` IR in f32; **onnx**: `torch.onnx.export` (opset 17, dynamic batch) read
+  directly; reference for both: torch float64. **fp16**: the IR saved with `compress_to_fp16=True`;
+  reference: torch float64 of the model with f16-rounded parameters and buffers (close, not exact: the IR
+  rounds after BatchNorm folding).
+* **status**: `ok`; `wrong` = Spearman of the channel-max maps < 0.999 **and** rel L2 > 10x the torch
+  float32-vs-float64 floor on the same input; `unsupported` (op types without a rule);
+  `convert-failed` (the converter, not ovdiv); `not-run` (not measured in this sweep; the reason is in
+  the note below the table).
+* **grad. check**: ovdiv's own `--gradient-check quick` (`check_gradients`: VJP vs finite differences of
+  the converted model's own forward, 2 images x 3 directions) on the same converted model; *check ratio*
+  is its verdict statistic (median error / tolerance, fails above 1). A `failed` check on an `ok` model
+  would be a false alarm.
+* **size**: the smallest input size tried that the model accepts (`--size`, else the model's own).
+
+"""
+
+
+def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], command: str = "", note: str = "") -> str:
+    """The sweep as a markdown page: counts, one table row per model and format, the JSON summary line."""
+    lines = [
+        "| model | format | size | status | rel L2 | floor | rel L2 / floor | Spearman | grad. check | "
+        "check ratio | details |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = r["rel_l2"] / r["floor"] if r.get("floor") and r.get("rel_l2") is not None else None
+        detail = ", ".join(r.get("ops") or []) if r["status"] == "unsupported" else r.get("detail", "")
+        if r.get("gc_detail"):
+            detail = (detail + "; " if detail else "") + f"gradient check: {r['gc_detail']}"
+        if r.get("relu_sign_flips") or r.get("maxpool_near_ties"):
+            kinks = f"kinks vs torch f64: {r.get('relu_sign_flips', 0)} ReLU sign flip(s), "
+            kinks += f"{r.get('maxpool_near_ties', 0)} max-pool near-tie(s)"
+            detail = (detail + "; " if detail else "") + kinks
+        if r.get("gc_step") and r["gc_step"] != 1e-3:
+            detail = (detail + "; " if detail else "") + f"check step {r['gc_step']:g}"
+        detail = str(detail).replace("|", "\\|").replace("\n", " ")[:160]
+        lines.append(
+            f"| `{r['model']}` | {r['format']} | {r.get('size', '')} | {r['status']} | {_g(r.get('rel_l2'), '.2e')} | "
+            f"{_g(r.get('floor'), '.2e')} | {_g(ratio, '.2f')} | {_g(r.get('spearman'), '.6f')} | "
+            f"{r.get('gc_outcome', '')} | {_g(r.get('gc_ratio'), '.3f')} | {detail} |"
+        )
+    counts = "\n".join(
+        f"| {fmt} | " + ", ".join(f"{k}: {v}" for k, v in sorted(c.items())) + " |" for fmt, c in summ["counts"].items()
+    )
+    head = _PAGE_INTRO + (f"Command: `{command}`\n\n" if command else "")
+    return (
+        head
+        + "| format | results |\n|---|---|\n"
+        + counts
+        + "\n\n"
+        + (note.strip() + "\n\n" if note.strip() else "")
+        + "\n".join(lines)
+        + "\n\nSummary (the script's JSON line):\n\n"
+        "```json\n" + json.dumps(summ) + "\n```\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -441,16 +722,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per model and format")
     ap.add_argument("--out", type=Path, default=Path("zoo_parity.jsonl"), help="results, one JSON per line")
     ap.add_argument("--list", action="store_true", help="print the models and exit")
-    ap.add_argument("--worker", nargs=3, metavar=("MODEL", "FORMAT", "SIZE"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--gradient-check",
+        action="store_true",
+        help="also run ovdiv's quick gradient check (check_gradients) on each converted model",
+    )
+    ap.add_argument("--retry", help="comma list of statuses to measure again (e.g. timeout,error)")
+    ap.add_argument("--markdown", type=Path, help="write the table of --out's results for the models asked as markdown")
+    ap.add_argument("--markdown-note", type=Path, help="markdown file whose text goes above the table")
+    ap.add_argument("--markdown-command", help="the sweep's command line, quoted on the page")
+    ap.add_argument("--no-run", action="store_true", help="measure nothing: only report what --out holds")
+    ap.add_argument("--worker", nargs=3, metavar=("MODEL", "FORMATS", "SIZE"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
-        spec, fmt, size = a.worker
+        spec, fmts, size = a.worker
         try:
-            r = run_case(spec, fmt, int(size))
-        except Exception as exc:
+            run_model(
+                spec, fmts.split(","), int(size), a.gradient_check, emit=lambda r: print(json.dumps(r), flush=True)
+            )
+        except Exception:
             traceback.print_exc()
-            r = {"model": spec, "format": fmt, "status": "error", "detail": f"{type(exc).__name__}: {exc}"[:300]}
-        print(json.dumps(r), flush=True)
         return 0
     if a.models:
         models = [m if ":" in m else f"timm:{m}" for m in a.models.split(",")]
@@ -467,25 +758,41 @@ def main(argv: list[str] | None = None) -> int:
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         ap.error(f"unknown format(s) {bad}; choose from {FORMATS}")
-    done = {(r["model"], r["format"]) for r in _load(a.out)}
-    todo = [(m, f) for m in models for f in formats if (m, f) not in done]
+    retry = set((a.retry or "").split(","))
+    done = {(r["model"], r["format"]) for r in _load(a.out) if r["status"] not in retry}
+    todo = [(m, [f for f in formats if (m, f) not in done]) for m in models]
+    todo = [(m, fs) for m, fs in todo if fs and not a.no_run]
 
-    def task(mf: tuple[str, str]) -> dict[str, Any]:
-        r = _run_one(mf[0], mf[1], a.size, a.timeout)
+    def task(mf: tuple[str, list[str]]) -> list[dict[str, Any]]:
+        # Another sweep may share --out: skip what it measured since this one started.
+        now = {(r["model"], r["format"]) for r in _load(a.out) if r["status"] not in retry}
+        fmts = [f for f in mf[1] if (mf[0], f) not in now]
+        if not fmts:
+            return []
+        rows = _run_model(mf[0], fmts, a.size, a.timeout, a.gradient_check)
         with open(a.out, "a") as fh:  # one line per result: a crash loses nothing already measured
-            fh.write(json.dumps(r) + "\n")
-        print(_fmt_row(r), file=sys.stderr, flush=True)
-        return r
+            fh.write("".join(json.dumps(r) + "\n" for r in rows))
+        for r in rows:
+            print(_fmt_row(r), file=sys.stderr, flush=True)
+        return rows
 
     with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
         list(pool.map(task, todo))
     wanted = {(m, f) for m in models for f in formats}
     rows = [r for r in _load(a.out) if (r["model"], r["format"]) in wanted]
+    have = {(r["model"], r["format"]) for r in rows}
+    rows += [{"model": m, "format": f, "status": "not-run"} for m, f in sorted(wanted - have)]
     rows.sort(key=lambda r: (r["model"], FORMATS.index(r["format"])))
     print(f"{'model':<42} {'fmt':<5} {'status':<14} details")
     for r in rows:
         print(_fmt_row(r))
-    print(json.dumps(summary(rows)))
+    summ = summary(rows)
+    if a.markdown:
+        tmp = a.markdown.with_suffix(a.markdown.suffix + ".tmp")
+        note = a.markdown_note.read_text() if a.markdown_note else ""
+        tmp.write_text(markdown(rows, summ, a.markdown_command or "", note))
+        tmp.replace(a.markdown)
+    print(json.dumps(summ))
     return 0
 
 

@@ -29,8 +29,15 @@ f32 rounding (``~ulp / h``), curvature (``O(h^2)``) and ReLU kinks / max-pool sw
 segment (``O(h)``). All three are *measured* per trial by a second step ``2h`` (a Richardson-style
 consistency check): ``|d(h) - d(2h)|`` bounds ``|d(h) - d(0)|`` for each of these error shapes (by
 ``1/3`` for curvature, ``~1`` for rounding and kinks). The tolerance of a trial is
-``tol = max(RTOL_FLOOR, SAFETY |d(h) - d(2h)| / s)``. A single kinked direction can still be off, so the
-verdict uses robust statistics: the check fails when the **median** over trials of ``e / tol`` exceeds 1.
+``tol = max(RTOL_FLOOR, SAFETY |d(h) - d(2h)| / s, r / s)``, where ``r = eps_f32 sum_i |u_i| |f_i| / 2h`` bounds
+the error of ``d(h)`` from the f32 representation of the outputs alone (a worst case, hence no ``SAFETY``): when
+the logits are much larger than their change, ``d(h)`` and ``d(2h)`` round to the same value (often exactly 0)
+and would look consistent. A single kinked direction can still be off, so the verdict uses robust statistics:
+the check fails when the **median** over trials of ``e / tol`` exceeds 1.
+When the median tolerance at ``h`` exceeds :data:`INCONCLUSIVE_TOLERANCE` (f32 rounding noise of the forward,
+``~ulp / h``, swamps the difference), the trials are repeated at the larger steps :data:`RETRY_STEPS` and the step
+with the smallest measured tolerance decides; if even that one is above the bound, the outcome is
+``inconclusive``: recorded in the evidence and logged as a warning, never reported as passed, and the run goes on.
 
 **INT8 members.** The VJP of a FakeQuantize is the straight-through estimator (STE); the quantized
 forward is piecewise constant, so its finite differences are not the reference. The check instead runs on
@@ -100,7 +107,13 @@ INCONCLUSIVE_TOLERANCE = 0.5
 differences disagree with themselves at ``h`` and ``2h``) for the check to vouch for the gradient: the outcome is
 ``inconclusive`` (recorded and logged as a warning; the run goes on)."""
 STEP = 1e-3
+_EPS32 = float(np.finfo(np.float32).eps)
 """Relative step ``h`` (perturbation RMS / input RMS)."""
+RETRY_STEPS = (1e-2, 3e-2)
+"""Larger relative steps tried when the tolerance at :data:`STEP` says the check is inconclusive. Measured on a
+random-weight timm ``levit_128s`` (224 px, logits RMS 0.19; the VJP equals torch float64 autograd to 7e-7): median
+tolerance 2.6 at ``h = 1e-3`` but 0.12 at ``1e-2`` (error 0.56 -> 0.017), while float64 torch finite differences
+agree with the VJP at ``1e-3``: the forward is smooth, its f32 rounding noise is what the small step cannot beat."""
 _SETTINGS = {"quick": (2, 3), "full": (4, 6)}  # (images, directions per image)
 
 
@@ -178,8 +191,13 @@ class GradientCheckReport:
 
     @property
     def passed(self) -> bool:
-        """True unless the check ran and failed."""
-        return self.outcome != "failed"
+        """True only when the check ran and passed (``inconclusive`` and ``skipped`` are not passes)."""
+        return self.outcome == "passed"
+
+    @property
+    def failed(self) -> bool:
+        """True when the check ran and failed (the run must stop); ``inconclusive`` is not a failure."""
+        return self.outcome == "failed"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (floats rounded to 4 significant digits; local checks summarised)."""
@@ -240,12 +258,19 @@ class _Trials:
         }
 
 
-def _score(a: Sequence[float], d: Sequence[float], gnorm2: float, vnorm2: float, n_el: int) -> tuple[float, float]:
-    """Normalised error and tolerance of one trial from ``a(h)``, ``d(h)``, ``d(2h)`` (see module docstring)."""
+def _score(
+    a: Sequence[float], d: Sequence[float], gnorm2: float, vnorm2: float, n_el: int, rounding: float = 0.0
+) -> tuple[float, float]:
+    """Normalised error and tolerance of one trial from ``a(h)``, ``d(h)``, ``d(2h)`` (see module docstring).
+
+    ``rounding`` bounds the error of ``d(h)`` due to f32 *representation* of the outputs alone; it is the noise the
+    ``d(h)`` vs ``d(2h)`` comparison cannot see when both round to the same value (outputs much larger than their
+    change: the differences are then exactly 0 at both steps and would look perfectly consistent).
+    """
     scale = math.sqrt(a[0] ** 2 + d[0] ** 2 + gnorm2 * vnorm2 / max(n_el, 1))
     if scale == 0.0 or not math.isfinite(scale):
         return (0.0 if scale == 0.0 else math.inf), RTOL_FLOOR
-    return abs(a[0] - d[0]) / scale, max(RTOL_FLOOR, SAFETY * abs(d[0] - d[1]) / scale)
+    return abs(a[0] - d[0]) / scale, max(RTOL_FLOOR, SAFETY * abs(d[0] - d[1]) / scale, rounding / scale)
 
 
 def _unit_rms(r: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -293,7 +318,10 @@ def _model_trials(
             d.append(float(u[k].astype(np.float64) @ (out[ip] - out[im])) / (2 * h))
             delta = pts[ip].astype(np.float64) - pts[im].astype(np.float64)
             a.append(float(np.sum(g[k] * delta)) / (2 * h))
-        e, tol = _score(a, d, gk2, vn2, n_el)
+        # f32 representation error of u^T (f+ - f-) at h: each output is off by up to eps/2 |f_i|.
+        f_abs = np.maximum(np.abs(out[4 * t]), np.abs(out[4 * t + 1]))
+        rounding = _EPS32 * float(np.abs(u[k]).astype(np.float64) @ f_abs) / (2 * hs[0])
+        e, tol = _score(a, d, gk2, vn2, n_el, rounding)
         errs.append(e)
         tols.append(tol)
     return _Trials(np.asarray(errs), np.asarray(tols))
@@ -847,7 +875,14 @@ def check_gradients(
         return GradientCheckReport(label, mode, "skipped", reason=f"unsupported backend {type(backend).__name__}")
     rng = np.random.default_rng(seed)
     trials = _model_trials(forward, vjp, x, num_classes, directions=n_dir, rng=rng, batch=batch_size)
-    s = trials.summary()
+    s, step = trials.summary(), STEP
+    if s["tolerance"] > INCONCLUSIVE_TOLERANCE:
+        # f32 rounding of the forward swamps the difference at h (its share of |d(h) - d(2h)| falls as 1/h):
+        # retry with larger steps and keep the one whose *measured* tolerance is smallest.
+        for h in RETRY_STEPS:
+            t = _model_trials(forward, vjp, x, num_classes, directions=n_dir, rng=rng, step=h, batch=batch_size)
+            if t.summary()["tolerance"] < s["tolerance"]:
+                s, step = t.summary(), h
     failed = s["ratio"] > 1.0 or not math.isfinite(s["ratio"])
     ste_bad: list[OpCheck] = []
     if member_graph is not None:  # the STE rule itself (absent from the reference graph)
@@ -874,6 +909,7 @@ def check_gradients(
         images=len(x),
         directions=n_dir,
         dynamic_quantization=dyn_quant,
+        step=step,
     )
     if graph is not None and (failed or mode == "full"):
         rep.ops = localise(graph, x[:1], seed=seed, device=run_device, config=run_cfg) + ste_bad

@@ -501,10 +501,10 @@ class Evaluator:
             rep = self._check_member_gradients(k, np.asarray(imgs))
             reports.append(rep)
             evidence[m.name] = rep.to_dict()
-            if rep.passed:
+            if not rep.failed:  # passed or inconclusive (recorded as such in the evidence)
                 write_json(path, rep.to_dict())
         self.progress(Progress(task, len(self.ens), len(self.ens)))
-        failed = [r for r in reports if not r.passed]
+        failed = [r for r in reports if r.failed]
         if failed:
             from ovdiv.errors import GradientCheckError
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -23,17 +24,85 @@ def _load():
 def test_zoo_parity_small_models(tmp_path, capsys) -> None:
     zoo = _load()
     out = tmp_path / "zoo.jsonl"
+    md = tmp_path / "zoo.md"
     models = "timm:ghostnet_100,tv:squeezenet1_1"
-    args = ["--models", models, "--formats", "fp32,onnx", "--size", "64", "--out", str(out)]
-    assert zoo.main(args) == 0
+    args = ["--models", models, "--formats", "fp32,onnx,fp16", "--size", "64", "--out", str(out)]
+    assert zoo.main([*args, "--gradient-check", "--markdown", str(md)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["n"] == 4 and summary["wrong"] == []
+    assert summary["n"] == 6 and summary["wrong"] == []
+    assert summary["gradient_check_false_alarms"] == [] and summary["gradient_check"] == {"passed": 6}, summary
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["status"] for r in rows} == {"ok"}, rows
     assert all(r["spearman"] >= zoo.SPEARMAN_OK for r in rows)
+    assert all(r["gc_outcome"] == "passed" and r["gc_ratio"] <= 1.0 for r in rows), rows
+    page = md.read_text()
+    assert page.count("| `timm:ghostnet_100` |") == 3 and '"bench": "zoo_parity"' in page
     # resumable: a second run measures nothing again
     assert zoo.main(args) == 0
-    assert len(out.read_text().splitlines()) == 4
+    assert len(out.read_text().splitlines()) == 6
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("OVDIV_ZOO_SWEEP"), reason="hours on CPU: set OVDIV_ZOO_SWEEP=1 (and maybe =PATH)"
+)
+def test_zoo_sweep_acceptance(tmp_path, capsys) -> None:
+    """Issue 14's acceptance on the whole sweep (every torchvision classifier, every timm family; fp32, onnx).
+
+    ``OVDIV_ZOO_SWEEP=/path/sweep.jsonl`` resumes (or only re-reads) a sweep file.
+    """
+    zoo = _load()
+    env = os.environ["OVDIV_ZOO_SWEEP"]
+    out = Path(env) if env.endswith(".jsonl") else tmp_path / "zoo.jsonl"
+    assert zoo.main(["--formats", "fp32,onnx", "--size", "64", "--gradient-check", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["wrong"] == [] and summary["unsupported_ops"] == [], summary
+    for fmt in ("fp32", "onnx"):
+        assert set(summary["counts"][fmt]) <= {"ok", "convert-failed"}, summary["counts"]
+    assert summary["gradient_check_false_alarms"] == [], summary
+
+
+def test_markdown_page_and_summary_from_rows() -> None:
+    """The page the sweep writes: every row, ratios, the check, not-run rows; the summary's check fields."""
+    zoo = _load()
+    rows = [
+        {
+            "model": "tv:a",
+            "format": "fp32",
+            "size": 64,
+            "status": "ok",
+            "rel_l2": 2e-6,
+            "floor": 1e-6,
+            "spearman": 1.0,
+            "gc_outcome": "passed",
+            "gc_ratio": 0.2,
+            "gc_step": 0.001,
+        },
+        {
+            "model": "tv:a",
+            "format": "onnx",
+            "size": 64,
+            "status": "ok",
+            "rel_l2": 3e-6,
+            "floor": 1e-6,
+            "spearman": 1.0,
+            "gc_outcome": "failed",
+            "gc_ratio": 1.5,
+            "gc_step": 0.03,
+        },
+        {"model": "tv:b", "format": "onnx", "status": "convert-failed", "detail": "TypeError: x | y"},
+        {"model": "tv:b", "format": "fp32", "status": "not-run"},
+    ]
+    summ = zoo.summary(rows)
+    assert summ["gradient_check_false_alarms"] == ["tv:a/onnx"]
+    assert summ["gradient_check_worst_ratio"] == {"case": "tv:a/onnx", "ratio": 1.5}
+    assert summ["worst_rel_l2_over_floor"]["case"] == "tv:a/onnx" and summ["worst_rel_l2_over_floor"]["ratio"] == 3.0
+    assert summ["counts"] == {"fp32": {"ok": 1, "not-run": 1}, "onnx": {"ok": 1, "convert-failed": 1}}
+    page = zoo.markdown(rows, summ, "python scripts/zoo_parity.py", "a note")
+    table = [line for line in page.splitlines() if line.startswith("| `")]
+    assert len(table) == 4 and "| 2.00 |" in table[0] and "| 3.00 |" in table[1] and "check step 0.03" in table[1]
+    assert "x \\| y" in table[2] and "| not-run |" in table[3]
+    assert "a note" in page and page.rstrip().endswith("```")
 
 
 def test_wrong_criterion_needs_both_signals() -> None:
@@ -176,3 +245,30 @@ def test_torch_member_vjp_immune_to_batchnorm_stride_bug() -> None:
     np.testing.assert_allclose(backend.vjp(x, u), want, rtol=1e-4, atol=1e-6)
     x2 = np.concatenate([x, -x])  # batch 2 goes straight through: row 0 unchanged
     np.testing.assert_allclose(backend.vjp(x2, np.concatenate([u, u]))[:1], want, rtol=1e-4, atol=1e-6)
+
+
+def test_kinks_counts_relu_flips_and_maxpool_near_ties(tmp_path) -> None:
+    """``_kinks`` sees a ReLU whose input is > 0 in float64 but rounds to 0 in f32, and a near-tied window."""
+    import openvino as ov
+    import torch
+
+    zoo = _load()
+
+    class Kinky(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.relu = torch.nn.ReLU()
+            self.pool = torch.nn.MaxPool2d(2)
+            self.head = torch.nn.Linear(3 * 2 * 2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            big = x.amax(dim=(1, 2, 3), keepdim=True)  # data-dependent: not folded by the converter
+            return self.head(self.pool(self.relu((x + big) - big)).flatten(1))
+
+    x = torch.full((1, 3, 4, 4), -1.0)
+    x[0, 0, 0, :3] = 1e-9  # (1e-9 + 0.5) - 0.5 is 1e-9 in float64, 0 in float32: three ReLU sign flips
+    x[0, 1, 0, 0], x[0, 1, 1, 1] = 0.5, 0.5 + 1e-7  # a window whose two largest differ by 2e-7 relative
+    model = Kinky().eval()
+    path = tmp_path / "k.xml"
+    ov.save_model(ov.convert_model(model, example_input=x), path)
+    assert zoo._kinks(model, x, str(path)) == {"relu_sign_flips": 3, "maxpool_near_ties": 1}
