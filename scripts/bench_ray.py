@@ -30,6 +30,7 @@ import math
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,30 +38,10 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_evaluate import _build_irs  # the same ResNet-50 IRs as bench_evaluate
+
 STUDY = {"members": 14, "datasets": 6, "images": 50_000}
-
-
-def _build_irs(root: Path, n_members: int) -> list[Path]:
-    import openvino as ov
-    import torch
-    import torchvision
-
-    from ovdiv.cards import ModelCard, sha256_file
-
-    paths = []
-    for i in range(n_members):
-        torch.manual_seed(i)
-        model = torchvision.models.resnet50(weights=None).eval()
-        ovm = ov.convert_model(model, example_input=torch.zeros(1, 3, 224, 224))
-        ovm.reshape([-1, 3, 224, 224])
-        p = root / f"resnet50_{i}.xml"
-        ov.save_model(ovm, str(p), compress_to_fp16=False)
-        ModelCard(
-            name=p.stem, format="ir", num_classes=1000, input_size=(224, 224), sha256=sha256_file(p),
-            architecture="resnet50", params=sum(q.numel() for q in model.parameters()),
-        ).save(p.with_suffix(".json"))  # fmt: skip
-        paths.append(p)
-    return paths
 
 
 def _units_s(meta: dict[str, Any]) -> float:
