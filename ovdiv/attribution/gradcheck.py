@@ -30,7 +30,8 @@ segment (``O(h)``). All three are *measured* per trial by a second step ``2h`` (
 consistency check): ``|d(h) - d(2h)|`` bounds ``|d(h) - d(0)|`` for each of these error shapes (by
 ``1/3`` for curvature, ``~1`` for rounding and kinks). The tolerance of a trial is
 ``tol = max(RTOL_FLOOR, SAFETY |d(h) - d(2h)| / s)``. A single kinked direction can still be off, so the
-verdict uses robust statistics: the check fails when the **median** over trials of ``e / tol`` exceeds 1.
+verdict uses robust statistics: the check fails when the **median** over trials of ``e / tol`` exceeds 1,
+and, never out-voted, when any trial's gradient or error is non-finite (reason "non-finite gradient").
 
 **INT8 members.** The VJP of a FakeQuantize is the straight-through estimator (STE); the quantized
 forward is piecewise constant, so its finite differences are not the reference. The check instead runs on

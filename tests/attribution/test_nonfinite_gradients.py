@@ -173,3 +173,32 @@ def test_non_finite_attribution_maps_raise_a_member_error() -> None:
     with pytest.raises(MemberError, match=r"non-finite.*gradient.*member\(s\) b \(1 of 4 images") as e:
         check_finite_maps(["a", "b"], [ok, bad], 8)
     assert "--attribution none" in str(e.value)
+
+
+def _nan_relu():  # type: ignore[no-untyped-def]
+    """The Relu rule times NaN: every member's saliency is NaN (a 0/0 somewhere in its gradient graph)."""
+    from ovdiv.attribution.vjp_registry import VJPRuleSpec
+
+    spec = VJP_RULES["Relu"]
+
+    def fn(ctx, node, grads, needs):  # type: ignore[no-untyped-def]
+        out = spec.fn(ctx, node, grads, needs)
+        return [None if g is None else ops.multiply(g, ctx.const(float("nan"), like=g)).output(0) for g in out]
+
+    return VJPRuleSpec(fn, spec.check)
+
+
+def test_evaluate_stops_on_non_finite_gradients(tiny_pool, tmp_path, monkeypatch) -> None:
+    """Quick check: failed, "non-finite gradient"; check off: the maps' own check names the member."""
+    import ovdiv
+    from ovdiv.errors import GradientCheckError
+
+    members = [tiny_pool.ir[n] for n in ("m0", "m1")]
+    monkeypatch.setitem(VJP_RULES, "Relu", _nan_relu())
+    kw = dict(limit=8, cka_samples=0, examples=0)
+    with pytest.raises(GradientCheckError, match=r"member 'm0'.*non-finite gradient"):
+        ovdiv.evaluate(members, "demo", cache_dir=tmp_path / "c1", **kw)
+    out = tmp_path / "out"
+    with pytest.raises(MemberError, match=r"non-finite \(NaN/inf\) gradient.*m0 \(.*--attribution none") as e:
+        ovdiv.evaluate(members, "demo", cache_dir=tmp_path / "c2", gradient_check="off", out=out, **kw)
+    assert "m1" in str(e.value) and not out.exists()
