@@ -33,7 +33,8 @@ consistency check): ``|d(h) - d(2h)|`` bounds ``|d(h) - d(0)|`` for each of thes
 the error of ``d(h)`` from the f32 representation of the outputs alone (a worst case, hence no ``SAFETY``): when
 the logits are much larger than their change, ``d(h)`` and ``d(2h)`` round to the same value (often exactly 0)
 and would look consistent. A single kinked direction can still be off, so the verdict uses robust statistics:
-the check fails when the **median** over trials of ``e / tol`` exceeds 1.
+the check fails when the **median** over trials of ``e / tol`` exceeds 1, and, never out-voted, when
+any trial's gradient or error is non-finite (reason "non-finite gradient").
 When the median tolerance at ``h`` exceeds :data:`INCONCLUSIVE_TOLERANCE` (f32 rounding noise of the forward,
 ``~ulp / h``, swamps the difference), the trials are repeated at the larger steps :data:`RETRY_STEPS` and the step
 with the smallest measured tolerance decides; if even that one is above the bound, the outcome is
@@ -80,6 +81,7 @@ import openvino.opset15 as ops
 
 from ovdiv.attribution.vjp import gradient_path
 from ovdiv.attribution.vjp_registry import VJP_RULES, RuleContext
+from ovdiv.attribution.vjp_rules_elementwise import fq_ste_scale
 from ovdiv.errors import ConfigError, GradientCheckError
 
 __all__ = [
@@ -235,7 +237,7 @@ class GradientCheckReport:
         """Raise :class:`~ovdiv.errors.GradientCheckError` if the check failed."""
         if self.outcome == "failed":
             raise GradientCheckError(
-                self.message(),
+                self.reason if self.reason and "non-finite gradient" in self.reason else self.message(),
                 "its attributions would be wrong; report the model, or run with --attribution none "
                 "(--gradient-check off skips the check at your own risk)",
             )
@@ -246,6 +248,13 @@ class GradientCheckReport:
 class _Trials:
     error: npt.NDArray[np.float64]
     tolerance: npt.NDArray[np.float64]
+    nonfinite_grad: int = 0
+    """Non-finite entries of the VJP values (NaN/inf gradient): the member fails whatever the median says."""
+
+    @property
+    def nonfinite(self) -> bool:
+        """Some trial has a non-finite gradient or a non-finite error (never out-voted by the median)."""
+        return self.nonfinite_grad > 0 or not bool(np.all(np.isfinite(self.error)))
 
     def summary(self) -> dict[str, float]:
         ratio = self.error / self.tolerance
@@ -324,7 +333,7 @@ def _model_trials(
         e, tol = _score(a, d, gk2, vn2, n_el, rounding)
         errs.append(e)
         tols.append(tol)
-    return _Trials(np.asarray(errs), np.asarray(tols))
+    return _Trials(np.asarray(errs), np.asarray(tols), int(np.size(g) - np.count_nonzero(np.isfinite(g))))
 
 
 def _value_direction(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -383,7 +392,8 @@ def _local_trials(
         e, tol = _score(a, d, gnorm2, vn2, n_el)
         errs.append(e)
         tols.append(tol)
-    return _Trials(np.asarray(errs), np.asarray(tols))
+    bad = sum(int(gi.size - np.count_nonzero(np.isfinite(gi))) for gi in grads)
+    return _Trials(np.asarray(errs), np.asarray(tols), bad)
 
 
 def check_vjp_functions(
@@ -438,8 +448,11 @@ def ste_reference_model(model: ov.Model) -> tuple[ov.Model, int]:
             continue
         x, il, ih, ol, oh = (node.input_value(i) for i in range(5))
         clamped = ops.minimum(ops.maximum(x, il), ih)
-        scale = ops.divide(ops.subtract(oh, ol), ops.subtract(ih, il))
+        scale = fq_ste_scale(il, ih, ol, oh)  # 0 on an empty range (ih == il), never 0/0
         new = ops.add(ops.multiply(ops.subtract(clamped, il), scale), ol)
+        # empty range: FQ is the step ol (x <= il) / oh (x > ih), constant in x on either side
+        step = ops.logical_and(ops.equal(il, ih), ops.greater(x, ih))
+        new = ops.select(step, oh, new)
         new.set_friendly_name(node.get_friendly_name())
         for target in list(node.output(0).get_target_inputs()):
             target.replace_source_output(new.output(0))
@@ -492,7 +505,9 @@ def check_ste_rules(
         il, ih, ol, oh = (np.asarray(r.get_data(), np.float32) for r in rng_in)
         u = rng.standard_normal(val.shape).astype(np.float32)
         inside = (val >= np.minimum(il, ih)) & (val <= np.maximum(il, ih))
-        expected.append(np.where(inside, u * ((oh - ol) / (ih - il)), np.float32(0)).astype(np.float32))
+        den = ih - il
+        slope = np.where(den == 0, np.float32(0), (oh - ol) / np.where(den == 0, np.float32(1), den))
+        expected.append(np.where(inside, u * slope, np.float32(0)).astype(np.float32))
         p = ops.parameter(list(val.shape), ov.Type.f32, name=f"ovdiv_ste_x{len(checked)}")
         pu = ops.parameter(list(val.shape), ov.Type.f32, name=f"ovdiv_ste_u{len(checked)}")
         node.input(0).replace_source_output(p.output(0))
@@ -672,8 +687,9 @@ def localise(
             r = compiled([*xs, *uu])
             return [np.asarray(r[n_out + k]) for k in range(n_in)]
 
-        t = _local_trials(fwd, bwd, inputs, shapes, directions=directions, rng=rng).summary()
-        checks.append(OpCheck(tname, fname, t["error"], t["tolerance"], t["ratio"] <= 1.0))
+        trials = _local_trials(fwd, bwd, inputs, shapes, directions=directions, rng=rng)
+        t = trials.summary()  # a non-finite trial fails the node whatever the median says
+        checks.append(OpCheck(tname, fname, t["error"], t["tolerance"], t["ratio"] <= 1.0 and not trials.nonfinite))
     return checks
 
 
@@ -770,6 +786,27 @@ def bisect_prefix(
 # ---------------------------------------------------------------------------------------------- member level
 def _suspects(checks: Sequence[OpCheck]) -> list[str]:
     return sorted({c.op_type for c in checks if not c.passed})
+
+
+def _nonfinite_reason(trials: _Trials, x: F32, num_classes: int, backend: Any, own_vjp: bool, seed: int) -> str | None:
+    """Why the gradient is non-finite (NaN/inf VJP values or trial errors), or ``None`` if all are finite.
+
+    Any non-finite trial fails the member, whatever the median says. When the trials ran on a reference graph
+    (INT8 members: the STE reference), the member's own VJP model is also run once on the images: the saliency
+    ovdiv would compute must be finite too.
+    """
+    if trials.nonfinite_grad:
+        return f"{trials.nonfinite_grad} NaN/inf VJP value(s) in the trials"
+    bad = int(np.count_nonzero(~np.isfinite(trials.error)))
+    if bad:
+        return f"{bad} of {trials.error.size} trial(s) with a non-finite error"
+    if own_vjp:
+        u = np.random.default_rng(seed).standard_normal((len(x), num_classes)).astype(np.float32)
+        g = np.asarray(backend.runner.vjp(x, u)[1])
+        n = int(g.size - np.count_nonzero(np.isfinite(g)))
+        if n:
+            return f"{n} of {g.size} NaN/inf value(s) in the member's own VJP"
+    return None
 
 
 def check_gradients(
@@ -884,6 +921,8 @@ def check_gradients(
             if t.summary()["tolerance"] < s["tolerance"]:
                 s, step = t.summary(), h
     failed = s["ratio"] > 1.0 or not math.isfinite(s["ratio"])
+    nonfinite = _nonfinite_reason(trials, x, num_classes, backend, member_graph is not None, seed)
+    failed = failed or nonfinite is not None
     ste_bad: list[OpCheck] = []
     if member_graph is not None:  # the STE rule itself (absent from the reference graph)
         ste = check_ste_rules(member_graph, x[:1], seed=seed, device=run_device, config=run_cfg)
@@ -922,7 +961,11 @@ def check_gradients(
         if rep.suspects and not failed:  # full mode: a node whose rule fails its local check fails the member
             failed = True
             rep.outcome = "failed"
-    if failed:
+    if nonfinite is not None:
+        rep.outcome = "failed"
+        rep.reason = f"member '{label}': gradient check failed: non-finite gradient ({nonfinite})"
+        _log.info("%s", rep.reason)
+    elif failed:
         rep.reason = rep.message()
         _log.info("%s", rep.reason)  # the caller raises it as one error line
     elif outcome == "inconclusive":

@@ -326,11 +326,29 @@ def _check_fq(node: ov.Node) -> str | None:
     return _check_broadcast(node)
 
 
+def fq_ste_scale(il: ov.Output, ih: ov.Output, ol: ov.Output, oh: ov.Output) -> ov.Output:
+    """The STE slope ``(oh - ol) / (ih - il)`` of a FakeQuantize, 0 where the input range is empty (``ih == il``).
+
+    The division runs on a denominator with the empty ranges replaced by 1, so no ``0/0`` or ``x/0`` is ever
+    formed (a ``Select`` after a plain division would still see the NaN/inf in the discarded branch, harmless
+    for the value but not for the reader).
+    """
+    den = ops.subtract(ih, il).output(0)
+    zero = ops.convert_like(ops.constant(np.float32(0.0)), den).output(0)
+    one = ops.convert_like(ops.constant(np.float32(1.0)), den).output(0)
+    empty = ops.equal(den, zero).output(0)
+    safe = ops.select(empty, one, den).output(0)
+    return ops.select(empty, zero, ops.divide(ops.subtract(oh, ol), safe)).output(0)
+
+
 @register_vjp("FakeQuantize", check=_check_fq)
 def _fake_quantize(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequence[bool]) -> list[ov.Output | None]:
     r"""Straight-through estimator (NNCF's quantizer backward).
 
     .. math:: \partial x = g \cdot \frac{o_h - o_l}{i_h - i_l} \cdot 1[i_l \le x \le i_h]
+
+    An empty input range (``i_h == i_l``, e.g. from an all-constant calibration activation) makes the forward a
+    step, constant in ``x`` on either side: the derivative there is 0, not ``0/0`` (see :func:`fq_ste_scale`).
     """
     g = _g(grads)
     x = node.input_value(0)
@@ -338,7 +356,7 @@ def _fake_quantize(ctx: RuleContext, node: ov.Node, grads: Grads, needs: Sequenc
     lo = ops.minimum(il, ih).output(0)
     hi = ops.maximum(il, ih).output(0)
     inside = ops.logical_and(ops.greater_equal(x, lo), ops.less_equal(x, hi)).output(0)
-    scale = ops.divide(ops.subtract(oh, ol), ops.subtract(ih, il)).output(0)
+    scale = fq_ste_scale(il, ih, ol, oh)
     scale_static = ctx.static_value(scale)
     gs = g if scale_static is not None and np.all(scale_static == 1.0) else _mul(g, scale)
     gx = ops.select(inside, gs, ctx.const(0.0, like=g)).output(0)

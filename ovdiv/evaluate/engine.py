@@ -81,6 +81,7 @@ def fold_attribution_chunk(
     stats = new_attribution_stats(names, num_classes, options)
     keep: list[np.ndarray] = []
     for (b, n_b, labels, lg, _targets), member_maps in zip(batches, chunk_maps, strict=True):
+        check_finite_maps(names, member_maps, b)
         maps = _stack_maps(member_maps)
         stats.update(lg, labels, maps)
         local = ex_sel[(ex_sel >= b - start) & (ex_sel < b - start + n_b)] - (b - start)
@@ -90,6 +91,25 @@ def fold_attribution_chunk(
         if on_images is not None:
             on_images(n_b)
     return stats, keep
+
+
+def check_finite_maps(names: Sequence[str], member_maps: Sequence[np.ndarray], start: int) -> None:
+    """Raise one :class:`MemberError` naming every member whose attribution maps hold NaN/inf.
+
+    A non-finite map (e.g. a 0/0 in a member's gradient graph) would otherwise flow into the pairwise
+    attribution statistics and D_att; like non-finite logits (:meth:`Evaluator.check_finite`) it is an error.
+    """
+    bad = []
+    for name, m in zip(names, member_maps, strict=True):
+        a = np.asarray(m)
+        finite = np.isfinite(a).reshape(a.shape[0], -1).all(axis=1) if a.ndim else np.isfinite(a).reshape(1)
+        if not finite.all():
+            bad.append(f"{name} ({int((~finite).sum())} of {finite.size} images from image {start})")
+    if bad:
+        raise MemberError(
+            "non-finite (NaN/inf) gradient: attribution maps of member(s) " + "; ".join(bad),
+            "its attributions cannot be trusted; run with --attribution none, or report the model",
+        )
 
 
 def make_explainer(method: AttributionMethod, member: Member, batch_size: int) -> Any:
