@@ -73,39 +73,62 @@ def register_vjp(*type_names: str, check: CheckFn | None = None) -> Callable[[VJ
 
 
 def _evaluate_output(out: ov.Output, cache: dict[tuple[str, int], np.ndarray | None]) -> np.ndarray | None:
-    """Evaluate a Parameter-free subgraph on the host with ``Node.evaluate`` (None if impossible)."""
-    node = out.get_node()
-    key = (node.get_name(), out.get_index())
-    if key in cache:
-        return cache[key]
-    cache[key] = None  # guards cycles / repeated failures
-    tname = node.get_type_name()
-    if tname == "Constant":
-        cache[key] = np.asarray(node.get_data())
-        return cache[key]
-    if tname in ("Parameter", "ReadValue"):
-        return None
+    """Evaluate a Parameter-free subgraph on the host with ``Node.evaluate`` (None if impossible).
+
+    Iterative post-order walk with an explicit stack: the subgraph above ``out`` can be as deep as the whole
+    network (a ``ShapeOf`` of a late activation reaches back to the Parameter), deeper than Python's
+    recursion limit on large ONNX graphs (``efficientnet_v2_l``).
+    """
+    root = (out.get_node().get_name(), out.get_index())
+    stack: list[tuple[ov.Output, bool]] = [(out, False)]
+    while stack:
+        cur, expanded = stack.pop()
+        node = cur.get_node()
+        key = (node.get_name(), cur.get_index())
+        if not expanded:
+            if key in cache:
+                continue
+            cache[key] = None  # guards cycles / repeated failures
+            tname = node.get_type_name()
+            if tname == "Constant":
+                cache[key] = np.asarray(node.get_data())
+                continue
+            if tname in ("Parameter", "ReadValue"):
+                continue
+            stack.append((cur, True))
+            # Reversed so that inputs are evaluated in order (input 0 first), like the recursive walk did.
+            for i in reversed(range(node.get_input_size())):
+                src = node.input_value(i)
+                if (src.get_node().get_name(), src.get_index()) not in cache:
+                    stack.append((src, False))
+            continue
+        _evaluate_node(node, cache)
+    return cache[root]
+
+
+def _evaluate_node(node: ov.Node, cache: dict[tuple[str, int], np.ndarray | None]) -> None:
+    """Evaluate ``node`` from its inputs' cached values; cache all its outputs (left None if impossible)."""
     inputs = []
     for i in range(node.get_input_size()):
-        v = _evaluate_output(node.input_value(i), cache)
+        src = node.input_value(i)
+        v = cache.get((src.get_node().get_name(), src.get_index()))
         if v is None:
-            return None
+            return
         inputs.append(ov.Tensor(np.ascontiguousarray(v)))
     outs = []
     for k in range(node.get_output_size()):
         pshape = node.get_output_partial_shape(k)
         if not pshape.is_static:
-            return None
+            return
         outs.append(ov.Tensor(node.get_output_element_type(k), pshape.to_shape()))
     try:
         ok = node.evaluate(outs, inputs)
     except Exception:  # evaluate() is not implemented for every op/type combination
         ok = False
     if not ok:
-        return None
+        return
     for k, t in enumerate(outs):
         cache[(node.get_name(), k)] = np.array(t.data, copy=True)
-    return cache[key]
 
 
 class RuleContext:
