@@ -10,8 +10,9 @@ format    what is differentiated, and the reference
 ========  ========================================================================================
 fp32      ``ov.convert_model`` IR saved in f32. Reference: torch autograd of the model in float64.
 fp16      the same IR saved with ``compress_to_fp16=True`` (f16 weights, f32 compute). Reference:
-          float64 torch autograd of the model whose parameters and buffers are rounded to f16 (the
-          IR rounds after BN folding, so this reference is close, not exact; Spearman decides).
+          float64 torch autograd of the model rounded as the IR is: conv+BN folded first
+          (``torch.fx`` ``fuse``), other BatchNorms as f16 scale and shift, every parameter rounded
+          to f16 (close, not exact where fx cannot fold, e.g. timm ``BatchNormAct2d``).
 onnx      ``torch.onnx.export`` (opset 17, dynamic batch) read directly by OpenVINO. Reference: fp32's.
 int8      ``nncf.quantize`` of the *torch* model (3 random calibration images, no bias correction, overflow
           fix off so the IR's weights keep the torch model's 8-bit grid) then ``ov.convert_model``: an IR of
@@ -317,10 +318,27 @@ def _convert(model: Any, x: Any, fmt: str, tmp: str) -> tuple[Any, Any]:
         del ir
         if fmt == "fp16":
             ref_model = copy.deepcopy(model)
+            try:  # the IR rounds to f16 after folding BatchNorm into the convolutions: fold first, then round
+                from torch.fx.experimental.optimization import fuse
+
+                ref_model = fuse(ref_model)
+            except Exception:
+                pass
+            bn_folds: dict[Any, tuple[Any, Any]] = {}
+            for m in ref_model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine and m.track_running_stats:
+                    with torch.no_grad():
+                        scale = m.weight.double() / torch.sqrt(m.running_var.double() + m.eps)
+                        bn_folds[m] = (scale, m.bias.double() - m.running_mean.double() * scale)
             with torch.no_grad():
                 for t in list(ref_model.parameters()) + list(ref_model.buffers()):
                     if t.is_floating_point():
                         t.copy_(t.half().float())
+                for m in bn_folds:  # a BatchNorm not after a conv: the IR keeps it as f16 scale and shift
+                    m.weight.copy_(bn_folds[m][0].half().float())
+                    m.bias.copy_(bn_folds[m][1].half().float())
+                    m.running_mean.zero_()
+                    m.running_var.fill_(1.0 - m.eps)
         return str(path), ref_model
     if fmt == "onnx":
         path = Path(tmp) / "m.onnx"

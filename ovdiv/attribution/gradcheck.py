@@ -39,6 +39,8 @@ When the median tolerance at ``h`` exceeds :data:`INCONCLUSIVE_TOLERANCE` (f32 r
 ``~ulp / h``, swamps the difference), the trials are repeated at the larger steps :data:`RETRY_STEPS` and the step
 with the smallest measured tolerance decides; if even that one is above the bound, the outcome is
 ``inconclusive``: recorded in the evidence and logged as a warning, never reported as passed, and the run goes on.
+A failure decided at a retry step must be confirmed at every retry step (a wrong rule is off at every step, the
+roughness of large steps is not); unconfirmed, the outcome is ``inconclusive`` with that reason.
 
 **INT8 members.** The VJP of a FakeQuantize is the straight-through estimator (STE); the quantized
 forward is piecewise constant, so its finite differences are not the reference. The check instead runs on
@@ -913,14 +915,23 @@ def check_gradients(
     rng = np.random.default_rng(seed)
     trials = _model_trials(forward, vjp, x, num_classes, directions=n_dir, rng=rng, batch=batch_size)
     s, step = trials.summary(), STEP
+    retried: list[dict[str, float]] = []
     if s["tolerance"] > INCONCLUSIVE_TOLERANCE:
         # f32 rounding of the forward swamps the difference at h (its share of |d(h) - d(2h)| falls as 1/h):
         # retry with larger steps and keep the one whose *measured* tolerance is smallest.
         for h in RETRY_STEPS:
             t = _model_trials(forward, vjp, x, num_classes, directions=n_dir, rng=rng, step=h, batch=batch_size)
-            if t.summary()["tolerance"] < s["tolerance"]:
-                s, step = t.summary(), h
+            retried.append(t.summary())
+            if retried[-1]["tolerance"] < s["tolerance"]:
+                s, step = retried[-1], h
     failed = s["ratio"] > 1.0 or not math.isfinite(s["ratio"])
+    unconfirmed = False
+    if failed and step != STEP and math.isfinite(s["ratio"]):
+        # Decided at a retry step (the rough regime where curvature and kinks grow with h): a wrong rule is off
+        # at every step, noise is not -- a failure there must be confirmed by every retry step, else inconclusive
+        # (measured: torchvision efficientnet_v2_l ONNX, random weights, |grad| 2.4e-5: ratio 1.01 at 3e-2 only).
+        unconfirmed = not all(r["ratio"] > 1.0 for r in retried)
+        failed = not unconfirmed
     nonfinite = _nonfinite_reason(trials, x, num_classes, backend, member_graph is not None, seed)
     failed = failed or nonfinite is not None
     ste_bad: list[OpCheck] = []
@@ -934,7 +945,8 @@ def check_gradients(
                 f"actual inputs (worst relative error {max(done):.2g})"
             )
         failed = failed or bool(ste_bad)
-    outcome = "failed" if failed else "inconclusive" if s["tolerance"] > INCONCLUSIVE_TOLERANCE else "passed"
+    rough = s["tolerance"] > INCONCLUSIVE_TOLERANCE or unconfirmed
+    outcome = "failed" if failed else "inconclusive" if rough else "passed"
     rep = GradientCheckReport(
         label,
         mode,
@@ -968,6 +980,13 @@ def check_gradients(
     elif failed:
         rep.reason = rep.message()
         _log.info("%s", rep.reason)  # the caller raises it as one error line
+    elif outcome == "inconclusive" and unconfirmed:
+        steps = ", ".join(f"{h:g}: {r['ratio']:.3g}" for h, r in zip(RETRY_STEPS, retried, strict=True))
+        rep.reason = (
+            f"finite differences of the forward are too rough to vouch for the gradient: the error exceeds the "
+            f"tolerance at one retry step only (median error/tolerance by step {steps})"
+        )
+        _log.warning("member '%s': gradient check inconclusive: %s", label, rep.reason)
     elif outcome == "inconclusive":
         rep.reason = (
             f"finite differences of the forward are too rough to vouch for the gradient (median tolerance "

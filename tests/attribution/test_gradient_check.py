@@ -269,3 +269,31 @@ def test_rounding_noise_retries_larger_steps_then_is_inconclusive(offset, outcom
         assert rep.step > 1e-3 and rep.tolerance <= 0.5, rep
     if outcome == "inconclusive":
         assert rep.reason and "too rough" in rep.reason and rep.to_dict()["outcome"] == "inconclusive"
+
+
+@pytest.mark.parametrize(
+    ("retry_ratios", "outcome"),
+    [((0.67, 1.05), "inconclusive"), ((1.6, 1.05), "failed"), ((0.4, 0.5), "passed")],
+)
+def test_a_failure_at_a_retry_step_must_be_confirmed_by_every_retry_step(monkeypatch, retry_ratios, outcome) -> None:
+    """efficientnet_v2_l's case: rough at h = 1e-3, ratio 1.01 at 3e-2 only -- noise, not a wrong rule.
+
+    Canned trials per step (errors/tolerances chosen so 3e-2 has the smallest tolerance and decides): a wrong
+    rule is off at every step (``failed``); a lone excess is ``inconclusive``; agreement below 1 ``passed``.
+    """
+    from ovdiv.attribution import gradcheck
+
+    tol = {gradcheck.STEP: 0.9, gradcheck.RETRY_STEPS[0]: 0.3, gradcheck.RETRY_STEPS[1]: 0.2}
+    ratio = {gradcheck.STEP: 0.1, gradcheck.RETRY_STEPS[0]: retry_ratios[0], gradcheck.RETRY_STEPS[1]: retry_ratios[1]}
+
+    def canned(*args, step=gradcheck.STEP, **kwargs):
+        t = np.full(6, tol[step])
+        return gradcheck._Trials(t * ratio[step], t)
+
+    monkeypatch.setattr(gradcheck, "_model_trials", canned)
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    rep = check_gradients(_OffsetTanh(0.0), x, "quick", name="m")
+    assert rep.outcome == outcome, rep
+    assert rep.step == pytest.approx(gradcheck.RETRY_STEPS[1])
+    if outcome == "inconclusive":
+        assert "one retry step only" in rep.reason and not rep.failed and not rep.passed
