@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -98,8 +99,9 @@ def connect(address: str | None = None) -> Iterator[RaySession]:
             started = True
     else:
         try:
+            _probe(asked)  # ray.init retries an unreachable address for minutes: fail fast instead
             ray.init(address=asked, **quiet)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:
             raise ConfigError(
                 f"cannot connect to the Ray cluster at {asked!r} ({str(exc).splitlines()[0][:200]})",
                 "start it with `ray start --head` or pass --ray-address auto",
@@ -109,6 +111,15 @@ def connect(address: str | None = None) -> Iterator[RaySession]:
     finally:
         with contextlib.suppress(Exception):
             ray.shutdown()
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Raise :class:`ConnectionError` unless ``[ray://]HOST:PORT`` accepts a TCP connection within ``timeout``."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"not HOST:PORT: {address!r}")
+    with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+        pass
 
 
 def _start_local(ray: Any, quiet: dict[str, Any]) -> None:

@@ -378,3 +378,17 @@ def test_cli_without_ray_is_one_line(monkeypatch, tmp_path):
     assert "pip install 'ovdiv[ray]'" in res.output
     res = CliRunner().invoke(cli, ["data", "prepare", "demo", "--executor", "dask"])
     assert res.exit_code == 2 and "dask" in res.output
+
+
+def test_unreachable_ray_address_is_one_line_fast(tmp_path):
+    """``ray.init`` retries an unreachable address for minutes; ovdiv probes it and fails at once (exit 2)."""
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "ovdiv", "data", "prepare", "demo", "--limit", "8", "--cache-dir", str(tmp_path),
+           "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot connect to the Ray cluster at '127.0.0.1:{port}'" in proc.stderr
+    assert "Traceback" not in proc.stderr and time.perf_counter() - t0 < 60
