@@ -297,3 +297,46 @@ def test_a_failure_at_a_retry_step_must_be_confirmed_by_every_retry_step(monkeyp
     assert rep.step == pytest.approx(gradcheck.RETRY_STEPS[1])
     if outcome == "inconclusive":
         assert "one retry step only" in rep.reason and not rep.failed and not rep.passed
+
+
+class _KinksNearX(torch.nn.Module):
+    """A ReLU layer whose 256 pre-activations sit within ``3e-5..3e-4`` of their kink at ``x0`` (random sign).
+
+    Central differences at ``h = 1e-3`` cross nearly every kink, at both ``h`` and ``2h``, so ``d(h)`` and ``d(2h)``
+    agree with each other (the Richardson tolerance stays at its floor) and both miss the true derivative by about
+    half: the check at ``1e-3`` alone fails a correct VJP. At ``1e-5`` almost no kink is crossed. (The pattern of
+    timm ``mobilenetv2_050``'s FP16 IR: ratio 1.07 at ``1e-3``, 0.23 at ``1e-5``.)
+    """
+
+    def __init__(self, x0: torch.Tensor) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        n_in = x0[0].numel()
+        self.w1 = torch.nn.Parameter(torch.randn(n_in, 256, generator=gen) / n_in**0.5)
+        delta = torch.empty(256).uniform_(3e-5, 3e-4, generator=gen) * torch.sign(torch.randn(256, generator=gen))
+        self.b1 = torch.nn.Parameter(delta - x0[0].flatten() @ self.w1.detach())
+        self.w2 = torch.nn.Parameter(torch.randn(256, 10, generator=gen) / 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x.flatten(1) @ self.w1 + self.b1) @ self.w2
+
+
+def test_a_failure_at_the_first_step_must_be_confirmed_at_smaller_steps(tmp_path, monkeypatch) -> None:
+    """Kinks crossed within ``h`` are not a wrong rule: the check re-measures at smaller steps and passes.
+
+    Without the re-measurement the correct VJP fails (``step_ratios["0.001"] > 1``); a wrong Relu rule still fails
+    at every step, and is still localised.
+    """
+    from ovdiv.attribution import gradcheck
+
+    x0 = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32))
+    ir = ov.convert_model(_KinksNearX(x0).eval(), example_input=x0, input=[-1, 3, 8, 8])
+    x = np.concatenate([x0.numpy(), x0.numpy()])
+    rep = check_gradients(ir, x, "quick", name="kinks")
+    assert rep.step_ratios["0.001"] > 1.0, rep  # what the check alone at 1e-3 would have said
+    assert rep.outcome == "passed" and rep.step in gradcheck.SMALL_STEPS and rep.ratio <= 1.0, rep
+    assert set(rep.to_dict()["step_ratios"]) == {"0.001", "0.0001", "1e-05"} and not rep.suspects
+    monkeypatch.setitem(VJP_RULES, "Relu", _broken("Relu", 2.0))
+    bad = check_gradients(ir, x, "quick", name="kinks")
+    assert bad.outcome == "failed" and all(r > 1.0 for r in bad.step_ratios.values()), bad
+    assert bad.suspects == ["Relu"], bad.suspects
