@@ -286,6 +286,54 @@ def test_reduce_mean_into_1x1_conv_dynamic_batch(c_in: int, c_out: int, hw: int,
     assert res["ok"], (res["err"], res["floor"])
 
 
+def _pre_fix_reduce_rule():
+    """The ReduceMean/ReduceSum rule before the GhostNet fix (17eb7a2): ``Broadcast(g, ShapeOf(x)) / count``."""
+    from ovdiv.attribution.vjp_registry import VJP_RULES, VJPRuleSpec
+    from ovdiv.attribution.vjp_rules_shape import normalize_axes
+
+    spec = VJP_RULES["ReduceMean"]
+
+    def fn(ctx, node, grads, needs):
+        x = node.input_value(0)
+        xd = ctx.dims(x)
+        axes = normalize_axes(ctx.require_static(node, 1, "axes"), len(xd))
+        g = grads[0]
+        if not bool(node.get_attributes().get("keep_dims", False)) and axes:
+            g = ops.unsqueeze(g, ctx.i64(axes)).output(0)
+        gx = ops.broadcast(g, ops.shape_of(x)).output(0)
+        if node.get_type_name() == "ReduceMean":
+            gx = ops.divide(gx, ctx.const(float(np.prod([xd[a] for a in axes])), like=g)).output(0)
+        return [gx, None]
+
+    return VJPRuleSpec(fn, spec.check)
+
+
+def test_gradient_check_catches_the_pre_fix_ghostnet_gradient(helpers, monkeypatch) -> None:
+    """Acceptance of issue 14: the runtime check fails the pre-fix GhostNet gradient (logits exact, saliency off).
+
+    The pre-fix rule is re-registered and the VJP graph kept dynamic in the batch (the pre-fix runner's
+    graph); on the CPU plugin this reproduces the wrong gradient (asserted first, so the test cannot pass on
+    a plugin without the bug by checking a correct gradient), and ``check_gradients`` must fail it.
+    """
+    from ovdiv.attribution import check_gradients
+    from ovdiv.attribution.vjp_registry import VJP_RULES
+
+    torch.manual_seed(0)
+    model = Head(_MeanThen1x1(8, 12), 12).eval()
+    x = torch.randn(2, 8, 4, 4)
+    ir = helpers.to_ir(model, x)
+    target = np.array([0, 3])
+    g64 = helpers.torch_grad(copy.deepcopy(model).double(), x.double(), target)
+    monkeypatch.setitem(VJP_RULES, "ReduceMean", _pre_fix_reduce_rule())
+    runner = VJPModel(ir, specialize_batch=False)
+    _, g = runner.gradient(x.numpy(), target)
+    if helpers.rel_l2(g, g64) < 1e-3:
+        pytest.skip("this OpenVINO build computes the pre-fix graph correctly: nothing to catch")
+    rep = check_gradients(runner, x.numpy(), "quick", name="ghost")
+    assert rep.outcome == "failed" and rep.ratio > 1.0, rep
+    assert all(r > 1.0 for r in rep.step_ratios.values()), rep.step_ratios
+
+
 # ------------------------------------------------------------------------------------------- FakeQuantize
 def _fq_torch(x: torch.Tensor, il, ih, ol, oh, levels: int) -> torch.Tensor:
     """OpenVINO FakeQuantize forward with a straight-through (NNCF-style) backward."""
