@@ -508,6 +508,7 @@ def _ov_kink_values(ov_model: Any, x: Any) -> tuple[list[tuple[str, Any]], Any]:
             wanted.append(("maxpool", n.input_value(0)))
     if not wanted:
         return [], None
+
     def key(o: Any) -> tuple[str, int]:
         return (o.get_node().get_friendly_name(), o.get_index())
 
@@ -731,8 +732,10 @@ def _aligned_fields(model: Any, x: Any, ov_model: Any, target: int, g: Any, raw_
         aligned_s=round(_time.perf_counter() - t0, 1),
     )
     wrong_a = rho_a < SPEARMAN_OK and err_a > FLOOR_FACTOR * floor_a
+    out["status_raw"] = "wrong" if raw_wrong else "ok"
+    out["kinks_aligned"] = not wrong_a
     if raw_wrong and not wrong_a:
-        out.update(status="ok", kinks_aligned=True)
+        out["status"] = "ok"
     return out
 
 
