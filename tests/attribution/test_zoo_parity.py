@@ -451,3 +451,29 @@ def test_match_kinks_refuses_unmatched_nodes() -> None:
         zoo._match_kinks([("relu", a, None)], [("relu", np.ones((1, 2, 9)))])
     got, err = zoo._match_kinks([("relu", a, None), ("relu", 2 * a, None)], [("relu", 2 * a), ("relu", a)])
     assert got[0] is not None and float(got[0].max()) == 1.0 and err == 0.0
+
+
+def test_page_and_summary_show_kink_aligned_rows() -> None:
+    """A row relabelled by the aligned reference is listed as such, with its aligned figures, on the page."""
+    zoo = _load()
+    row = {
+        "model": "tv:v",
+        "format": "onnx",
+        "size": 224,
+        "status": "ok",
+        "status_raw": "wrong",
+        "kinks_aligned": True,
+        "rel_l2": 4.3e-2,
+        "floor": 3.6e-4,
+        "spearman": 0.9975,
+        "rel_l2_aligned": 1.6e-6,
+        "floor_aligned": 5.6e-7,
+        "spearman_aligned": 1.0,
+        "aligned_relu_flips": 0,
+        "aligned_pool_flips": 2,
+    }
+    summ = zoo.summary([row, {"model": "tv:w", "format": "onnx", "status": "wrong", "aligned_detail": "x"}])
+    assert summ["wrong"] == ["tv:w/onnx"] and summ["wrong_raw_explained_by_kinks"] == ["tv:v/onnx"]
+    line = next(ln for ln in zoo.markdown([row], summ).splitlines() if ln.startswith("| `tv:v`"))
+    assert "| 1.60e-06 |" in line and "0 ReLU / 2 max-pool flip(s)" in line and "explained by the kinks" in line
+    assert "aligned relL2 1.6e-06" in zoo._fmt_row(row)
