@@ -34,29 +34,29 @@ Status per model and format:
 * ``convert-failed``: the converter (``ov.convert_model``, ``torch.onnx.export``, NNCF) failed, not ovdiv;
 * ``error`` / ``timeout``: anything else (torch forward failed, worker crashed or ran out of time).
 
-Kink-aligned reference (fp32 and onnx rows whose rel L2 is > 10x the floor): the gradient of a ReLU / max-pool
-network is discontinuous at its kinks, and the converted model's f32 forward (BatchNorm folded into the
-convolutions, its own summation order) can put a unit on the other side of a kink than torch float64 does: a
-ReLU input of -1e-8 in float64 and +2e-6 in f32, a max-pool window whose two largest inputs differ by 1e-6
-relative. ovdiv's gradient is then the gradient of the deployed function, and torch's that of a neighbouring
-linear piece. :func:`aligned_reference` builds the deployed piece's gradient without any of ovdiv's VJP
-rules: the graph's ``Relu`` outputs and ``MaxPool`` inputs are added as results of the read model, compiled
+Kink-aligned reference (fp32 and onnx rows whose rel L2 is > 10x the floor or > ``ALIGN_ABOVE``): the gradient
+of a ReLU / max-pool network is discontinuous at its kinks, and the converted model's f32 forward (BatchNorm
+folded into the convolutions, its own summation order) can put a unit on the other side of a kink than torch
+float64 does: a ReLU input of -1e-8 in float64 and +2e-6 in f32, a max-pool window whose two largest inputs
+differ by 1e-6 relative. ovdiv's gradient is then the gradient of the deployed function, and torch's that of a
+neighbouring linear piece. :func:`aligned_reference` builds the deployed piece's gradient without any of ovdiv's
+VJP rules: the graph's ``Relu`` outputs and ``MaxPool`` inputs are added as results of the read model, compiled
 on CPU at ``INFERENCE_PRECISION_HINT: f32`` and run at batch 1 on the same input; each is matched to a torch
 ReLU / 2-D max-pool *call* (a ``TorchFunctionMode`` sees ``nn.ReLU``, ``F.relu``, ``Tensor.relu``,
-``nn.MaxPool2d``, ``F.max_pool2d``; a module called twice is two calls) by kind, shape and values (relative
-max difference < ``KINK_MATCH_TOL``, one to one, all of them); then torch autograd runs the model in float64
-(and float32, for ``floor_aligned``) with every ``relu(z)`` replaced by ``z * (relu_out_f32 > 0)`` and every
+``nn.MaxPool2d``, ``F.max_pool2d``; a module called twice is two calls) by kind, shape and values (relative max
+difference < ``KINK_MATCH_TOL``, one to one, all of them); then torch autograd runs the model in float64 (and
+float32, for ``floor_aligned``) with every ``relu(z)`` replaced by ``z * (relu_out_f32 > 0)`` and every
 ``max_pool2d(a)`` by ``a`` gathered at the argmax (first maximum, the module's own kernel, stride, padding,
 dilation and ceil mode) of OpenVINO's f32 values of that pool's input. The row records ``rel_l2_aligned``,
-``floor_aligned`` (float32 vs float64 of the aligned function: no kink crossed), ``spearman_aligned``, the
-kinks on which the two forwards disagree (``aligned_relu_flips`` units, ``aligned_pool_flips`` windows, of
+``floor_aligned`` (float32 vs float64 of the aligned function: no kink crossed), ``spearman_aligned``, the kinks
+on which the two forwards disagree (``aligned_relu_flips`` units, ``aligned_pool_flips`` windows, of
 ``aligned_relu_units`` / ``aligned_pool_windows``), exact positive ties in the f32 pool inputs
 (``aligned_pool_ties``), other kinked op types left unaligned (``aligned_other_kinks``), ``status_raw`` and
-``kinks_aligned`` (ovdiv's gradient is *not* wrong against the aligned reference: Spearman >= 0.999 or rel L2
-<= 10x ``floor_aligned``). A row ``wrong`` against the raw reference but not against the aligned one is
-``ok`` (``status_raw: wrong``, ``kinks_aligned: true``): its whole difference from torch float64 is the
-counted kinks. If the alignment cannot be built (a graph node or torch call left unmatched), the raw status
-stands and ``aligned_detail`` says why. No row is relabelled by hand.
+``kinks_aligned`` (ovdiv's gradient is *not* wrong against the aligned reference: Spearman >= 0.999 or rel L2 <=
+10x ``floor_aligned``). A row ``wrong`` against the raw reference but not against the aligned one is ``ok``
+(``status_raw: wrong``, ``kinks_aligned: true``): its whole difference from torch float64 is the counted kinks.
+If the alignment cannot be built (a graph node or torch call left unmatched), the raw status stands and
+``aligned_detail`` says why. No row is relabelled by hand.
 
 Usage::
 
@@ -86,6 +86,10 @@ from typing import Any
 FORMATS = ("fp32", "fp16", "onnx", "int8")
 SPEARMAN_OK = 0.999
 FLOOR_FACTOR = 10.0
+# fp32/onnx rows whose rel L2 exceeds this get the kink-aligned reference even when the floor is as large: torch's
+# own float32 forward can cross the same kinks (tv:wide_resnet101_2: floor 2.5e-3 = rel L2), and such a floor says
+# nothing about ovdiv's rules; kink-free f32-vs-f64 floors of the sweep are 4e-7 to 3e-5.
+ALIGN_ABOVE = 1e-4
 
 # family -> smallest timm variant of it (issue 14's list first, then other families people deploy).
 TIMM_FAMILIES: dict[str, str] = {
@@ -884,7 +888,7 @@ def run_model(
                 logits_diff=float(np.abs(logits - logits32).max()),
                 grad_norm=float(np.linalg.norm(g64)),
             )
-            if err > FLOOR_FACTOR * floor and fmt in ("fp32", "onnx"):
+            if (err > FLOOR_FACTOR * floor or err > ALIGN_ABOVE) and fmt in ("fp32", "onnx"):
                 try:
                     res.update(_kinks(ref_model, x, ov_model))
                 except Exception as exc:
@@ -1042,10 +1046,10 @@ BatchNorm backward is wrong at batch 1 after `flatten(2).transpose(1, 2)`).
   the converted model's own forward, 2 images x 3 directions) on the same converted model; *check ratio*
   is its verdict statistic (median error / tolerance, fails above 1). A `failed` check on an `ok` model
   would be a false alarm.
-* **rel L2 aligned** (fp32/onnx rows above 10x the floor): rel L2 vs the *kink-aligned* reference, torch
-  float64 autograd of the model with every ReLU mask and max-pool argmax taken from the converted model's own
-  f32 forward (no ovdiv rule involved); the details give its own f32-vs-f64 floor, Spearman and the ReLU
-  units / max-pool windows on which OpenVINO's f32 forward and torch float64 disagree.
+* **rel L2 aligned** (fp32/onnx rows above 10x the floor or above 1e-4): rel L2 vs the *kink-aligned*
+  reference, torch float64 autograd of the model with every ReLU mask and max-pool argmax taken from the
+  converted model's own f32 forward (no ovdiv rule involved); the details give its own f32-vs-f64 floor,
+  Spearman and the ReLU units / max-pool windows on which OpenVINO's f32 forward and torch float64 disagree.
 * **size**: the smallest input size tried that the model accepts (`--size`, else the model's own).
 
 """
