@@ -982,20 +982,19 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         ),
         "unsupported_ops": sorted({op.split(" x")[0] for r in rows for op in r.get("ops") or []}),
         "worst_rel_l2_over_floor": _worst_ratio(rows),
+        "worst_rel_l2_over_floor_aligned": _worst_ratio(rows, "_aligned"),
         **_gc_summary(rows),
     }
 
 
-def _worst_ratio(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    scored = [r for r in rows if r.get("floor") and r.get("rel_l2") is not None]
+def _worst_ratio(rows: list[dict[str, Any]], suffix: str = "") -> dict[str, Any] | None:
+    """The row with the largest rel L2 / floor (``suffix="_aligned"``: against the kink-aligned reference)."""
+    rel, floor, rho = f"rel_l2{suffix}", f"floor{suffix}", f"spearman{suffix}"
+    scored = [r for r in rows if r.get(floor) and r.get(rel) is not None]
     if not scored:
         return None
-    w = max(scored, key=lambda r: r["rel_l2"] / r["floor"])
-    return {
-        "case": f"{w['model']}/{w['format']}",
-        "ratio": round(w["rel_l2"] / w["floor"], 2),
-        "spearman": w["spearman"],
-    }
+    w = max(scored, key=lambda r: r[rel] / r[floor])
+    return {"case": f"{w['model']}/{w['format']}", "ratio": round(w[rel] / w[floor], 2), "spearman": w[rho]}
 
 
 def _gc_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -474,6 +474,7 @@ def test_page_and_summary_show_kink_aligned_rows() -> None:
     }
     summ = zoo.summary([row, {"model": "tv:w", "format": "onnx", "status": "wrong", "aligned_detail": "x"}])
     assert summ["wrong"] == ["tv:w/onnx"] and summ["wrong_raw_explained_by_kinks"] == ["tv:v/onnx"]
+    assert summ["worst_rel_l2_over_floor_aligned"] == {"case": "tv:v/onnx", "ratio": 2.86, "spearman": 1.0}
     line = next(ln for ln in zoo.markdown([row], summ).splitlines() if ln.startswith("| `tv:v`"))
     assert "| 1.60e-06 |" in line and "0 ReLU / 2 max-pool flip(s)" in line and "explained by the kinks" in line
     assert "aligned relL2 1.6e-06" in zoo._fmt_row(row)
