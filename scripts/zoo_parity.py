@@ -743,14 +743,13 @@ def _aligned_fields(model: Any, x: Any, ov_model: Any, target: int, g: Any, raw_
     floor, i.e. the difference from torch float64 is entirely the kinks counted. If the alignment cannot be
     built, the raw status stands and ``aligned_detail`` says why.
     """
-    import time as _time
+    import numpy as np
 
-    t0 = _time.perf_counter()
+    t0 = time.perf_counter()
     try:
         al = aligned_reference(model, x, ov_model, target)
     except Exception as exc:
         return {"aligned_detail": f"alignment not built: {type(exc).__name__}: {str(exc)[:200]}"}
-    import numpy as np
 
     err_a, floor_a, rho_a = _rel(g, al["g64"]), _rel(al["g32"], al["g64"]), _spearman(g, al["g64"])
     out = {k: v for k, v in al.items() if k.startswith("aligned_")}
@@ -759,7 +758,7 @@ def _aligned_fields(model: Any, x: Any, ov_model: Any, target: int, g: Any, raw_
         floor_aligned=floor_a,
         spearman_aligned=rho_a,
         aligned_logits_diff=float(np.abs(al["logits"] - al["ov_logits"]).max()),
-        aligned_s=round(_time.perf_counter() - t0, 1),
+        aligned_s=round(time.perf_counter() - t0, 1),
     )
     wrong_a = rho_a < SPEARMAN_OK and err_a > FLOOR_FACTOR * floor_a
     out["status_raw"] = "wrong" if raw_wrong else "ok"
