@@ -478,3 +478,14 @@ def test_page_and_summary_show_kink_aligned_rows() -> None:
     line = next(ln for ln in zoo.markdown([row], summ).splitlines() if ln.startswith("| `tv:v`"))
     assert "| 1.60e-06 |" in line and "0 ReLU / 2 max-pool flip(s)" in line and "explained by the kinks" in line
     assert "aligned relL2 1.6e-06" in zoo._fmt_row(row)
+
+
+def test_aligned_fields_keep_raw_status_when_alignment_fails() -> None:
+    """No ReLU / max-pool call to align: no relabelling, ``aligned_detail`` says why."""
+    import numpy as np
+    import torch
+
+    zoo = _load()
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)).eval()
+    got = zoo._aligned_fields(model, torch.ones(1, 3, 2, 2), "unused.xml", 0, np.ones((1, 3, 2, 2)), True)
+    assert set(got) == {"aligned_detail"} and "no ReLU / max-pool call" in got["aligned_detail"]
