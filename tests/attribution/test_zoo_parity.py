@@ -272,3 +272,220 @@ def test_kinks_counts_relu_flips_and_maxpool_near_ties(tmp_path) -> None:
     path = tmp_path / "k.xml"
     ov.save_model(ov.convert_model(model, example_input=x), path)
     assert zoo._kinks(model, x, str(path)) == {"relu_sign_flips": 3, "maxpool_near_ties": 1}
+
+
+class _PoolNet:
+    """Tiny ReLU + max-pool CNN: module and functional ReLUs, a ceil-mode padded overlapping pool, a reused ReLU."""
+
+    @staticmethod
+    def make():
+        import torch
+
+        torch.manual_seed(0)
+
+        class Net(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.c1 = torch.nn.Conv2d(3, 4, 3, padding=1)
+                self.relu = torch.nn.ReLU(inplace=True)
+                self.p1 = torch.nn.MaxPool2d(3, 2, padding=1, ceil_mode=True)
+                self.c2 = torch.nn.Conv2d(4, 4, 3)
+                self.head = torch.nn.Linear(4 * 2 * 2, 5)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                y = self.p1(self.relu(self.c1(x)))
+                y = torch.nn.functional.relu(self.c2(y))
+                y = self.relu(torch.nn.functional.max_pool2d(y, 2, ceil_mode=True))
+                return self.head(y.flatten(1))
+
+        return Net().eval()
+
+
+def _save_ir(model, x, path):
+    import openvino as ov
+
+    ir = ov.convert_model(model, example_input=x, input=[-1, *x.shape[1:]])
+    ov.save_model(ir, path, compress_to_fp16=False)
+    return str(path)
+
+
+def test_aligned_reference_is_torch_autograd_without_flips(tmp_path) -> None:
+    """No kink crossed: the aligned reference is plain torch float64 autograd (bit for bit) and counts no flip."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    zoo = _load()
+    model = _PoolNet.make()
+    x = torch.randn(1, 3, 9, 9, generator=torch.Generator().manual_seed(1))
+    al = zoo.aligned_reference(model, x, _save_ir(model, x, tmp_path / "m.xml"), 1)
+    assert al["aligned_nodes"] == 5  # relu, pool, relu, pool, relu (the module ReLU called twice)
+    assert al["aligned_relu_flips"] == 0 and al["aligned_pool_flips"] == 0 and al["aligned_pool_ties"] == 0
+    assert al["aligned_relu_units"] == 4 * 81 + 4 * 9 + 4 * 4 and al["aligned_pool_windows"] == 4 * 25 + 4 * 4
+    assert al["aligned_match_err"] < 1e-5 and al["aligned_other_kinks"] == {}
+    g64 = zoo._grad(copy.deepcopy(model).double(), x.double(), 1)
+    np.testing.assert_array_equal(al["g64"], g64)
+    assert zoo._rel(al["g32"], g64) < 1e-5
+    np.testing.assert_allclose(al["logits"], al["ov_logits"], rtol=1e-5, atol=1e-6)
+
+
+def test_aligned_grad_follows_forced_kink_flips() -> None:
+    """Kinks taken from a shifted forward give the gradient of the piece that forward is on.
+
+    Constant bumps on the pre-activations (one ReLU unit switched off, one pool element raised above its
+    window's maximum) move the forward to a neighbouring linear piece without changing its derivative there;
+    torch's own autograd of the bumped model is the independent answer. ``_aligned_grad`` of the *unbumped*
+    model with the bumped forward's ReLU outputs / pool inputs must equal it, and differ from the plain one.
+    """
+    import copy
+
+    import numpy as np
+    import torch
+
+    zoo = _load()
+    model = _PoolNet.make().double()
+    x = torch.randn(1, 3, 9, 9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    calls = zoo._torch_kink_values(model, x)
+    z1 = calls[0][1][0]  # first ReLU output (C, H, W)
+    bump = torch.zeros(1, 4, 9, 9, dtype=torch.float64)
+    on = np.argwhere(z1 > 0)
+    c, i, j = on[0]  # switch this unit off
+    bump[0, c, i, j] = -(float(z1[c, i, j]) + 1.0)
+    # raise a positive non-maximal element of a pool-1 window (window (1, 1) covers rows/cols 1..3) above all
+    win = z1[:, 1:4, 1:4]
+    cc = int(np.argmax((win > 0).sum(axis=(1, 2)) >= 2))
+    ii, jj = [int(v) for v in np.argwhere(win[cc] > 0)[0]]
+    if win[cc, ii, jj] == win[cc].max():
+        ii, jj = [int(v) for v in np.argwhere(win[cc] > 0)[1]]
+    bump[0, cc, 1 + ii, 1 + jj] = float(win[cc].max()) + 1.0
+    bumped = copy.deepcopy(model)
+    bumped.c1.register_forward_hook(lambda m, i, o: o + bump)
+    values = [v for _, v, _ in zoo._torch_kink_values(bumped, x)]
+    flips = zoo._kink_flips(calls, values)
+    assert flips["aligned_relu_flips"] >= 1 and flips["aligned_pool_flips"] >= 1, flips
+    want = zoo._grad(bumped, x, 1)
+    _, got = zoo._aligned_grad(model, x, 1, values)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    assert zoo._rel(got, zoo._grad(model, x, 1)) > 1e-3  # the flips do move the gradient
+    _, same = zoo._aligned_grad(model, x, 1, [v for _, v, _ in calls])
+    np.testing.assert_array_equal(same, zoo._grad(model, x, 1))
+
+
+def _tie_net():
+    import torch
+
+    class Tie(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.relu = torch.nn.ReLU()
+            self.pool = torch.nn.MaxPool2d(2)
+            self.head = torch.nn.Linear(3 * 2 * 2, 2)
+            with torch.no_grad():
+                self.head.weight.copy_(torch.arange(24, dtype=torch.float32).reshape(2, 12) / 10 + 0.1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            big = x.amax(dim=(1, 2, 3), keepdim=True)  # data-dependent: not folded by the converter
+            return self.head(self.pool(self.relu((x + big) - big)).flatten(1))
+
+    return Tie().eval()
+
+
+def test_aligned_reference_explains_real_f32_kink_flips(tmp_path) -> None:
+    """A real OpenVINO-f32-vs-torch-f64 disagreement: ovdiv matches the aligned reference, not the raw one.
+
+    ``(x + 4) - 4`` in f32 maps 1e-9 to 0 (three ReLU units off in OpenVINO, on in float64) and 0.5 and the
+    next f32 above it to the same 0.5 (a tie: OpenVINO takes the window's first element, float64 the
+    second). ovdiv's gradient is the deployed model's; the status rule relabels the row ``ok``.
+    """
+    import copy
+
+    import numpy as np
+    import torch
+
+    from ovdiv.attribution import VJPModel
+
+    zoo = _load()
+    model = _tie_net()
+    x = torch.full((1, 3, 4, 4), -1.0)
+    x[0, 2, 3, 3] = 4.0
+    x[0, 0, 0, :3] = 1e-9
+    x[0, 1, 0, 0], x[0, 1, 1, 1] = 0.5, float(np.nextafter(np.float32(0.5), np.float32(1)))
+    path = _save_ir(model, x, tmp_path / "t.xml")
+    al = zoo.aligned_reference(model, x, path, 0)
+    assert al["aligned_relu_flips"] == 3 and al["aligned_pool_flips"] == 1 and al["aligned_pool_ties"] == 1, al
+    g64 = zoo._grad(copy.deepcopy(model).double(), x.double(), 0)
+    g32 = zoo._grad(model, x, 0)
+    _, g = VJPModel(path).gradient(x.numpy(), [0])
+    assert zoo._rel(g, g64) > 0.1 and zoo._rel(g, al["g64"]) < 1e-6
+    # by hand: the head's weights at each window's OpenVINO argmax, zero where OpenVINO's ReLU is off
+    want = np.zeros((1, 3, 4, 4))
+    w = model.head.weight.detach().double().numpy()[0].reshape(3, 2, 2)
+    want[0, 1, 0, 0] = w[1, 0, 0]  # the tie: first element
+    want[0, 2, 3, 3] = w[2, 1, 1]
+    np.testing.assert_allclose(al["g64"], want, rtol=1e-12, atol=1e-15)
+    # torch float32 rounds (x + 4) - 4 as OpenVINO does: the raw floor is as large as ovdiv's error (the kinks
+    # inflate the floor, as on vgg11_bn at 224 px), and the aligned floor is f32 rounding again
+    assert zoo._rel(g32, g64) > 0.1 and al["g32"] == pytest.approx(al["g64"], rel=1e-6, abs=1e-7)
+    raw_wrong = zoo._spearman(g, g64) < zoo.SPEARMAN_OK and zoo._rel(g, g64) > 10 * zoo._rel(g32, g64)
+    fields = zoo._aligned_fields(model, x, path, 0, g, raw_wrong)
+    assert fields["kinks_aligned"] is True and fields["rel_l2_aligned"] < 1e-6 and fields["floor_aligned"] < 1e-6
+    assert fields["status_raw"] == "ok" and "status" not in fields
+    bad = zoo._aligned_fields(model, x, path, 0, np.roll(g, 1), True)
+    assert bad["kinks_aligned"] is False and "status" not in bad and bad["status_raw"] == "wrong"
+    raw_wrong = zoo._aligned_fields(model, x, path, 0, g, True)
+    assert raw_wrong["status"] == "ok" and raw_wrong["status_raw"] == "wrong"
+
+
+def test_match_kinks_refuses_unmatched_nodes() -> None:
+    """A graph ReLU with no torch call of its shape and values, or a count mismatch: no alignment."""
+    import numpy as np
+
+    zoo = _load()
+    a = np.ones((1, 2, 3, 3))
+    with pytest.raises(zoo.AlignError, match="torch calls vs graph nodes"):
+        zoo._match_kinks([("relu", a, None)], [])
+    with pytest.raises(zoo.AlignError, match="matches no torch call"):
+        zoo._match_kinks([("relu", a, None)], [("relu", a + 0.5)])
+    with pytest.raises(zoo.AlignError, match="matches no torch call"):
+        zoo._match_kinks([("relu", a, None)], [("relu", np.ones((1, 2, 9)))])
+    got, err = zoo._match_kinks([("relu", a, None), ("relu", 2 * a, None)], [("relu", 2 * a), ("relu", a)])
+    assert got[0] is not None and float(got[0].max()) == 1.0 and err == 0.0
+
+
+def test_page_and_summary_show_kink_aligned_rows() -> None:
+    """A row relabelled by the aligned reference is listed as such, with its aligned figures, on the page."""
+    zoo = _load()
+    row = {
+        "model": "tv:v",
+        "format": "onnx",
+        "size": 224,
+        "status": "ok",
+        "status_raw": "wrong",
+        "kinks_aligned": True,
+        "rel_l2": 4.3e-2,
+        "floor": 3.6e-4,
+        "spearman": 0.9975,
+        "rel_l2_aligned": 1.6e-6,
+        "floor_aligned": 5.6e-7,
+        "spearman_aligned": 1.0,
+        "aligned_relu_flips": 0,
+        "aligned_pool_flips": 2,
+    }
+    summ = zoo.summary([row, {"model": "tv:w", "format": "onnx", "status": "wrong", "aligned_detail": "x"}])
+    assert summ["wrong"] == ["tv:w/onnx"] and summ["wrong_raw_explained_by_kinks"] == ["tv:v/onnx"]
+    assert summ["worst_rel_l2_over_floor_aligned"] == {"case": "tv:v/onnx", "ratio": 2.86, "spearman": 1.0}
+    line = next(ln for ln in zoo.markdown([row], summ).splitlines() if ln.startswith("| `tv:v`"))
+    assert "| 1.60e-06 |" in line and "0 ReLU / 2 max-pool flip(s)" in line and "explained by the kinks" in line
+    assert "aligned relL2 1.6e-06" in zoo._fmt_row(row)
+
+
+def test_aligned_fields_keep_raw_status_when_alignment_fails() -> None:
+    """No ReLU / max-pool call to align: no relabelling, ``aligned_detail`` says why."""
+    import numpy as np
+    import torch
+
+    zoo = _load()
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)).eval()
+    got = zoo._aligned_fields(model, torch.ones(1, 3, 2, 2), "unused.xml", 0, np.ones((1, 3, 2, 2)), True)
+    assert set(got) == {"aligned_detail"} and "no ReLU / max-pool call" in got["aligned_detail"]
