@@ -668,7 +668,7 @@ def run_model(
                     f"scale (> {LOGITS_MATCH:g}; {res.get('bn_folded', 0)} BatchNorm(s) folded, "
                     f"{res.get('bn_unfolded', 0)} kept)"
                 )
-            if err > FLOOR_FACTOR * floor and fmt in ("fp32", "onnx"):
+            if err > FLOOR_FACTOR * floor and fmt in ("fp32", "onnx", "fp16"):
                 try:
                     res.update(_kinks(ref_model, x, ov_model))
                 except Exception as exc:
