@@ -498,9 +498,10 @@ def _kinks(model: Any, x: Any, ov_model: Any) -> dict[str, int]:
     """Kinks crossed between torch float64 and the converted model's own f32 forward (explains rel L2 >> floor).
 
     ``relu_sign_flips``: ReLU inputs (``nn.ReLU`` modules, matched to the graph's ``Relu`` nodes by shape and
-    value) whose sign differs; ``maxpool_near_ties``: max-pool windows (``nn.MaxPool2d``) whose two largest
-    positive inputs differ by < 1e-5 relative in float64 (an f32 forward may rank them either way). Either
-    makes the deployed model's gradient differ from torch's by that unit's contribution, correctly.
+    value) whose sign differs; ``clamp_kink_flips``: the same for ``nn.ReLU6`` / ``nn.Hardtanh`` inputs vs the
+    graph's ``Clamp`` nodes, on either bound; ``maxpool_near_ties``: max-pool windows (``nn.MaxPool2d``) whose
+    two largest positive inputs differ by < 1e-5 relative in float64 (an f32 forward may rank them either
+    way). Each makes the deployed model's gradient differ from torch's by that unit's contribution, correctly.
     """
     import numpy as np
     import openvino as ov
@@ -509,6 +510,7 @@ def _kinks(model: Any, x: Any, ov_model: Any) -> dict[str, int]:
 
     m64 = copy.deepcopy(model).double()
     relu_in: list[Any] = []
+    clamp_in: list[Any] = []
     ties = 0
 
     def pool_hook(mod: Any, inp: Any, out: Any) -> None:
@@ -521,29 +523,36 @@ def _kinks(model: Any, x: Any, ov_model: Any) -> dict[str, int]:
         ties += int(((gap < 1e-5) & (gap > 0) & (top2[:, :, 0] > 0)).sum())
 
     for mod in m64.modules():
-        if isinstance(mod, torch.nn.ReLU):
+        if isinstance(mod, (torch.nn.ReLU, torch.nn.Hardtanh)):
             mod.inplace = False
-            mod.register_forward_hook(lambda mod, i, o: relu_in.append(i[0].detach().numpy().copy()))
+            seen = relu_in if isinstance(mod, torch.nn.ReLU) else clamp_in
+            mod.register_forward_hook(lambda mod, i, o, seen=seen: seen.append(i[0].detach().numpy().copy()))
         elif isinstance(mod, torch.nn.MaxPool2d):
             mod.register_forward_hook(pool_hook)
     with torch.no_grad():
         m64(x.double())
     core = ov.Core()
     om = core.read_model(ov_model)
-    relus = [n for n in om.get_ordered_ops() if n.get_type_name() == "Relu"]
-    flips = 0
-    if relus and relu_in:
-        om.reshape({om.input(0): ov.PartialShape([1, *x.shape[1:]])})
-        relus = [n for n in om.get_ordered_ops() if n.get_type_name() == "Relu"]
-        probe = ov.Model([ops.result(n.input_value(0)) for n in relus], om.get_parameters())
+    om.reshape({om.input(0): ov.PartialShape([1, *x.shape[1:]])})
+    nodes = [n for n in om.get_ordered_ops() if n.get_type_name() in ("Relu", "Clamp")]
+    nodes = [n for n in nodes if (relu_in if n.get_type_name() == "Relu" else clamp_in)]
+    flips = {"Relu": 0, "Clamp": 0}
+    if nodes:
+        probe = ov.Model([ops.result(n.input_value(0)) for n in nodes], om.get_parameters())
         res = core.compile_model(probe, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({0: x.numpy()})
-        for i in range(len(relus)):
+        for i, node in enumerate(nodes):
             a = np.asarray(res[i])
-            cands = [b for b in relu_in if b.shape == a.shape]
-            if cands:
-                b = min(cands, key=lambda b: float(np.abs(a - b).max()))
-                flips += int(np.sum((a > 0) != (b > 0)))
-    return {"relu_sign_flips": flips, "maxpool_near_ties": ties}
+            kind = node.get_type_name()
+            cands = [b for b in (relu_in if kind == "Relu" else clamp_in) if b.shape == a.shape]
+            if not cands:
+                continue
+            b = min(cands, key=lambda b: float(np.abs(a - b).max()))
+            if kind == "Relu":
+                flips[kind] += int(np.sum((a > 0) != (b > 0)))
+            else:
+                lo, hi = float(node.get_attributes()["min"]), float(node.get_attributes()["max"])
+                flips[kind] += int(np.sum(((a > lo) != (b > lo)) | ((a < hi) != (b < hi))))
+    return {"relu_sign_flips": flips["Relu"], "clamp_kink_flips": flips["Clamp"], "maxpool_near_ties": ties}
 
 
 def _gradient_check(runner: Any, x: Any) -> dict[str, Any]:
@@ -849,8 +858,10 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], command: str = ""
         detail = ", ".join(r.get("ops") or []) if r["status"] == "unsupported" else r.get("detail", "")
         if r.get("gc_detail"):
             detail = (detail + "; " if detail else "") + f"gradient check: {r['gc_detail']}"
-        if r.get("relu_sign_flips") or r.get("maxpool_near_ties"):
+        if r.get("relu_sign_flips") or r.get("maxpool_near_ties") or r.get("clamp_kink_flips"):
             kinks = f"kinks vs torch f64: {r.get('relu_sign_flips', 0)} ReLU sign flip(s), "
+            if r.get("clamp_kink_flips"):
+                kinks += f"{r['clamp_kink_flips']} ReLU6/clamp kink flip(s), "
             kinks += f"{r.get('maxpool_near_ties', 0)} max-pool near-tie(s)"
             detail = (detail + "; " if detail else "") + kinks
         if r.get("gc_step") and r["gc_step"] != 1e-3:

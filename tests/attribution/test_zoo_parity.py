@@ -249,6 +249,7 @@ def test_torch_member_vjp_immune_to_batchnorm_stride_bug() -> None:
 
 def test_kinks_counts_relu_flips_and_maxpool_near_ties(tmp_path) -> None:
     """``_kinks`` sees a ReLU whose input is > 0 in float64 but rounds to 0 in f32, and a near-tied window."""
+    import numpy as np
     import openvino as ov
     import torch
 
@@ -271,7 +272,13 @@ def test_kinks_counts_relu_flips_and_maxpool_near_ties(tmp_path) -> None:
     model = Kinky().eval()
     path = tmp_path / "k.xml"
     ov.save_model(ov.convert_model(model, example_input=x), path)
-    assert zoo._kinks(model, x, str(path)) == {"relu_sign_flips": 3, "maxpool_near_ties": 1}
+    assert zoo._kinks(model, x, str(path)) == {"relu_sign_flips": 3, "clamp_kink_flips": 0, "maxpool_near_ties": 1}
+    # the same crossing through a ReLU6 (a Clamp node in the graph) and at its upper bound
+    model.relu = torch.nn.ReLU6()
+    x[0, 2, 3, 3] = 8.0  # big = 8
+    x[0, 2, 0, :2] = float(np.nextafter(np.float32(6), np.float32(0)))  # 6 - 2**-21: (x + 8) - 8 is 6 in f32
+    ov.save_model(ov.convert_model(model, example_input=x), path)
+    assert zoo._kinks(model, x, str(path)) == {"relu_sign_flips": 0, "clamp_kink_flips": 5, "maxpool_near_ties": 1}
 
 
 def _fold_model():
