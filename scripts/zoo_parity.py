@@ -446,13 +446,37 @@ def fp16_reference(model: Any, x: Any) -> Any:
 
     ref_model = copy.deepcopy(model)
     info = fold_batchnorms(ref_model, x)
+    tensors = [t for t in list(ref_model.parameters()) + list(ref_model.buffers()) if t.is_floating_point()]
+    keep = _ov_keeps_f32([t.detach().float().numpy() for t in tensors])
     with torch.no_grad():
-        for t in list(ref_model.parameters()) + list(ref_model.buffers()):
-            if t.is_floating_point():
-                t.data = t.data.half().float()
+        for t, kept in zip(tensors, keep, strict=True):
+            t.data = t.data.float() if kept else t.data.half().float()
     ref_model.float()
-    ref_model.zoo_fold = info
+    ref_model.zoo_fold = {**info, "f32_kept": sum(keep)}
     return ref_model
+
+
+def _ov_keeps_f32(arrays: list[Any]) -> list[bool]:
+    """Which of these f32 constants OpenVINO's fp16 compression keeps in f32 (asked of OpenVINO itself).
+
+    ``CompressFloatConstants`` keeps a constant in f32 when most of its values do not survive f16 (out of
+    range, e.g. timm CaiT's LayerScale 1e-5, below f16's normal range; a scalar scale whose relative rounding
+    error is large); the rule changed between releases, so each constant is put in a one-constant-per-output
+    model and the installed OpenVINO's own ``compress_model_transformation`` decides.
+    """
+    import numpy as np
+    import openvino as ov
+    import openvino.opset15 as ops
+    from openvino._offline_transformations import compress_model_transformation
+
+    if not arrays:
+        return []
+    model = ov.Model(
+        [ops.result(ops.constant(np.ascontiguousarray(a, np.float32))) for a in arrays],
+        [ops.parameter([1], np.float32)],
+    )
+    compress_model_transformation(model)
+    return [r.input_value(0).get_node().get_type_name() == "Constant" for r in model.get_results()]
 
 
 def _convert(model: Any, x: Any, fmt: str, tmp: str) -> tuple[Any, Any]:
