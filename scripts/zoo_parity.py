@@ -14,7 +14,10 @@ fp16      the same IR saved with ``compress_to_fp16=True`` (f16 weights, f32 com
           BatchNorm that solely consumes a conv's output folded into it first, found by data flow on
           any module tree (:func:`fold_batchnorms`; timm ``BatchNormAct2d`` included), in float32 in
           OpenVINO's order (the IR's f16 constants bit for bit), other BatchNorms as an f16 scale and
-          shift, then every parameter rounded to f16. ``logits_rel`` (IR logits vs the reference's
+          shift, then every parameter rounded to f16 except those OpenVINO keeps in f32 (asked of it:
+          e.g. LayerScales of 1e-5, below f16's range). Not mirrored: parameter-only subgraphs the
+          converter folds in f32 before rounding (SwinV2's continuous position bias MLP; flagged by
+          ``logits_rel``). ``logits_rel`` (IR logits vs the reference's
           float64 logits, relative to their scale) shows the match; above ``LOGITS_MATCH`` the row's
           ``detail`` says the reference is not the IR's function.
 onnx      ``torch.onnx.export`` (opset 17, dynamic batch) read directly by OpenVINO. Reference: fp32's.

@@ -359,3 +359,22 @@ def test_fp16_reference_matches_fp16_ir_logits(tmp_path) -> None:
     assert zoo._logits_rel(ir, ref64) < 1e-5
     # and the f16 rounding is visible: the unrounded model is far from the IR by comparison
     assert zoo._logits_rel(ir, unrounded) > 10 * zoo._logits_rel(ir, ref64)
+
+
+def test_fp16_reference_keeps_what_openvino_keeps_in_f32() -> None:
+    """A LayerScale of 1e-5 (f16 subnormal) stays f32 in the IR, so the reference does not round it."""
+    import numpy as np
+    import torch
+
+    zoo = _load()
+    tiny, normal = np.full(8, 1e-5, np.float32), np.linspace(-1, 1, 64, dtype=np.float32) + 1e-3
+    assert zoo._ov_keeps_f32([tiny, normal]) == [True, False]
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8)).eval()
+    with torch.no_grad():
+        model[0].bias.copy_(torch.from_numpy(tiny))
+        model[0].weight.copy_(torch.from_numpy(normal).reshape(8, 8))
+    ref = zoo.fp16_reference(model, torch.randn(1, 8))
+    assert ref.zoo_fold["f32_kept"] == 1
+    assert torch.equal(ref[0].bias, model[0].bias)  # kept: not rounded (1e-5 is not an f16 value)
+    assert torch.equal(ref[0].weight, model[0].weight.half().float())
+    assert not torch.equal(ref[0].weight, model[0].weight)
