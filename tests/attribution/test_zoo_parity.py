@@ -249,6 +249,7 @@ def test_torch_member_vjp_immune_to_batchnorm_stride_bug() -> None:
 
 def test_kinks_counts_relu_flips_and_maxpool_near_ties(tmp_path) -> None:
     """``_kinks`` sees a ReLU whose input is > 0 in float64 but rounds to 0 in f32, and a near-tied window."""
+    import numpy as np
     import openvino as ov
     import torch
 
@@ -271,7 +272,112 @@ def test_kinks_counts_relu_flips_and_maxpool_near_ties(tmp_path) -> None:
     model = Kinky().eval()
     path = tmp_path / "k.xml"
     ov.save_model(ov.convert_model(model, example_input=x), path)
-    assert zoo._kinks(model, x, str(path)) == {"relu_sign_flips": 3, "maxpool_near_ties": 1}
+    assert zoo._kinks(model, x, str(path)) == {"relu_sign_flips": 3, "clamp_kink_flips": 0, "maxpool_near_ties": 1}
+    # the same crossing through a ReLU6 (a Clamp node in the graph) and at its upper bound
+    model.relu = torch.nn.ReLU6()
+    x[0, 2, 3, 3] = 8.0  # big = 8
+    x[0, 2, 0, :2] = float(np.nextafter(np.float32(6), np.float32(0)))  # 6 - 2**-21: (x + 8) - 8 is 6 in f32
+    ov.save_model(ov.convert_model(model, example_input=x), path)
+    assert zoo._kinks(model, x, str(path)) == {"relu_sign_flips": 0, "clamp_kink_flips": 5, "maxpool_near_ties": 1}
+
+
+def _fold_model():
+    """Conv -> BatchNorm subclass with an activation (foldable); a BN after a pool; a conv with two consumers."""
+    import torch
+    from torch import nn
+
+    try:
+        from timm.layers import BatchNormAct2d
+
+        bn_act = BatchNormAct2d(4, act_layer=nn.ReLU)
+    except ImportError:  # a local subclass doing BN + activation like timm's
+
+        class _BNAct(nn.BatchNorm2d):
+            def forward(self, x):  # type: ignore[override]
+                return torch.relu(super().forward(x))
+
+        bn_act = _BNAct(4)
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+            self.bn1 = bn_act  # folded into conv1
+            self.pool = nn.AvgPool2d(2)
+            self.bn2 = nn.BatchNorm2d(4)  # not after a conv: kept
+            self.conv2 = nn.Conv2d(4, 4, 1)
+            self.bn3 = nn.BatchNorm2d(4)  # conv2's output also feeds the residual: not foldable
+
+        def forward(self, x):
+            h = self.bn2(self.pool(self.bn1(self.conv1(x))))
+            c = self.conv2(h)
+            return self.bn3(c) + c
+
+    zoo = _load()
+    return zoo, zoo._reinit(M().eval())
+
+
+def test_fp16_reference_folds_batchnorm_exactly() -> None:
+    """``fold_batchnorms``: conv -> BatchNormAct folded (activation kept), other BNs exact identities of themselves."""
+    import copy
+
+    import torch
+
+    zoo, model = _fold_model()
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = copy.deepcopy(model).double()(x.double())
+    folded = copy.deepcopy(model)
+    info = zoo.fold_batchnorms(folded, x)
+    assert info == {"bn_folded": 1, "bn_unfolded": 2, "bn_unused": 0}
+    # the two-consumer conv is untouched; the folded conv is not
+    assert torch.equal(folded.conv2.weight, model.conv2.weight.double())
+    assert not torch.equal(folded.conv1.weight, model.conv1.weight.double())
+    with torch.no_grad():
+        got = folded(x.double())
+        # the folded BatchNormAct is an exact identity followed by its activation (bit for bit, float64)
+        z = torch.randn(2, 4, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(folded.bn1(z), torch.relu(z))
+    assert folded.bn1.eps == 0.0 and torch.equal(folded.bn1.weight, torch.ones(4, dtype=torch.float64))
+    # the fold is computed in float32 (as OpenVINO does): the same function to f32 rounding
+    assert float((got - want).abs().max() / want.abs().max()) < 1e-6
+
+
+def test_fp16_reference_matches_fp16_ir_logits(tmp_path) -> None:
+    """The f16-rounded reference computes the ``compress_to_fp16`` IR's function (logits to f32 precision)."""
+    import openvino as ov
+    import torch
+
+    zoo, model = _fold_model()
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    path, ref = zoo._convert(model, x, "fp16", str(tmp_path))
+    ir = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x.numpy())[0]
+    with torch.no_grad():
+        ref64 = ref.double()(x.double()).numpy()
+        unrounded = model.double()(x.double()).numpy()
+    assert ref.zoo_fold["bn_folded"] == 1
+    assert zoo._logits_rel(ir, ref64) < 1e-5
+    # and the f16 rounding is visible: the unrounded model is far from the IR by comparison
+    assert zoo._logits_rel(ir, unrounded) > 10 * zoo._logits_rel(ir, ref64)
+
+
+def test_fp16_reference_keeps_what_openvino_keeps_in_f32() -> None:
+    """A LayerScale of 1e-5 (f16 subnormal) stays f32 in the IR, so the reference does not round it."""
+    import numpy as np
+    import torch
+
+    zoo = _load()
+    tiny, normal = np.full(8, 1e-5, np.float32), np.linspace(-1, 1, 64, dtype=np.float32) + 1e-3
+    assert zoo._ov_keeps_f32([tiny, normal]) == [True, False]
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8)).eval()
+    with torch.no_grad():
+        model[0].bias.copy_(torch.from_numpy(tiny))
+        model[0].weight.copy_(torch.from_numpy(normal).reshape(8, 8))
+    ref = zoo.fp16_reference(model, torch.randn(1, 8))
+    assert ref.zoo_fold["f32_kept"] == 1
+    assert torch.equal(ref[0].bias, model[0].bias)  # kept: not rounded (1e-5 is not an f16 value)
+    assert torch.equal(ref[0].weight, model[0].weight.half().float())
+    assert not torch.equal(ref[0].weight, model[0].weight)
 
 
 class _PoolNet:
