@@ -222,6 +222,17 @@ def _input_for(model: Any, size: int, default: int) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- one case
+def _release_memory() -> None:
+    """Collect cycles and return freed heap pages to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _grad(model: Any, x: Any, target: int) -> Any:
     """``d model(x)[0, target] / dx`` for a batch-1 ``x`` by torch autograd (the reference), run at batch 2.
 
@@ -945,7 +956,10 @@ def _gradient_check(runner: Any, x: Any) -> dict[str, Any]:
     x2 = np.random.default_rng(3).standard_normal(x.shape).astype(np.float32)
     imgs = np.concatenate([x.numpy(), x2])
     try:
-        rep = check_gradients(runner, imgs, "quick", name="zoo")
+        # batch of the perturbed forwards: 16 (ovdiv's default) unless ZOO_CHECK_BATCH says less (memory of the
+        # largest models; the check's figures do not depend on it)
+        batch = int(os.environ.get("ZOO_CHECK_BATCH", "16"))
+        rep = check_gradients(runner, imgs, "quick", name="zoo", batch_size=batch)
     except Exception as exc:
         return {"gc_outcome": "error", "gc_detail": f"{type(exc).__name__}: {str(exc)[:200]}"}
     return {
@@ -1001,6 +1015,7 @@ def run_model(
             with torch.no_grad():
                 logits64 = m64(x.double()).numpy()
             del m64
+            _release_memory()  # the float64 copy's pages back to the OS before the VJP model is compiled
             refs[id(ref_model)] = (target, g32, g64, logits64)
         return refs[id(ref_model)]
 
@@ -1022,6 +1037,14 @@ def run_model(
                 continue
             res["convert_s"] = round(time.perf_counter() - t0, 1)
             res.update(getattr(ref_model, "zoo_fold", {}))
+            try:  # the torch reference first: its float64 copy is freed before the VJP model is compiled (peak memory
+                # of the largest models: tv:vit_h_14 needs 12.8 GB for forward + VJP alone, 5 GB for the float64 copy)
+                target, g32, g64, logits64 = reference(ref_model)
+                with torch.no_grad():
+                    logits32 = ref_model(x).numpy()
+            except Exception as exc:
+                res.update(status="error", detail=f"torch reference: {type(exc).__name__}: {str(exc)[:300]}")
+                continue
             try:
                 runner = VJPModel(ov_model)
             except UnsupportedOpError as exc:
@@ -1035,9 +1058,6 @@ def run_model(
                 res.update(status="error", detail=f"ovdiv: {type(exc).__name__}: {str(exc)[:300]}")
                 continue
             try:
-                target, g32, g64, logits64 = reference(ref_model)
-                with torch.no_grad():
-                    logits32 = ref_model(x).numpy()
                 t1 = time.perf_counter()
                 logits, g = runner.gradient(x.numpy(), [target])
                 res["vjp_s"] = round(time.perf_counter() - t1, 2)
@@ -1079,9 +1099,10 @@ def run_model(
                 except Exception as exc:
                     res["kinks_detail"] = f"{type(exc).__name__}: {str(exc)[:120]}"
                 res.update(_aligned_fields(ref_model, x, ov_model, target, g, wrong))
+            del runner  # its compiled batch-1 VJP model too: the check compiles its own (batch 2)
+            _release_memory()
             if gradcheck:
-                res.update(_gradient_check(runner, x))
-            del runner
+                res.update(_gradient_check(VJPModel(ov_model), x))
             res["total_s"] = round(time.perf_counter() - t0, 1)
     if results and emit is not None:
         emit(results[-1])
